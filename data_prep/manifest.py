@@ -1,0 +1,184 @@
+"""The shard manifest: the one contract between data_prep (which writes it) and pipeline.data (which reads it).
+
+Layout of ``manifest.json`` (beside ``train/`` and ``val/``)::
+
+    {
+      "format": "alexnet-pipeline-shards", "version": 1,
+      "settings": {...},                       # the prep settings that made these shards
+      "classes": [{"index": 0, "wnid": "n01440764", "name": "tench"}, ...],
+      "splits": {"train": {"samples": N, "shards": [{"name": "train/train-000000.tar",
+                                                    "samples": n, "bytes": b, "sha256": "..."}]},
+                 "val": {...}},
+      "rejected": [{"split": "train", "source": "train/n01440764/x.JPEG", "reason": "truncated JPEG"}],
+      "stats": {"samples": n, "mean": [r, g, b], "std": [r, g, b],
+                "pca": {"eigenvalues": [l1, l2, l3], "eigenvectors": [[p1r, p1g, p1b], [p2...], [p3...]]}}
+    }
+
+Statistics are in RGB, 0-255 pixel units, over the resized train images. ``eigenvectors`` holds one eigenvector
+per row, ordered by descending eigenvalue. Shard names are relative to the manifest's directory. The file holds no
+timestamp, so identical inputs give a byte-identical manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "alexnet-pipeline-shards"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    samples: int
+    shards: list[ShardInfo]
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    wnid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    samples: int
+    mean: list[float]
+    std: list[float]
+    eigenvalues: list[float]
+    eigenvectors: list[list[float]]
+
+
+@dataclass
+class Manifest:
+    root: Path
+    classes: list[ClassInfo]
+    splits: dict[str, SplitInfo]
+    stats: Stats | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            raise ValueError(
+                f"{self.root / MANIFEST_NAME} has no '{name}' split (it has: {', '.join(sorted(self.splits))}); "
+                f"rerun data_prep with splits=[{name}] or point data.root at a prep output that has it"
+            )
+        return self.splits[name]
+
+    def shard_paths(self, split: str) -> list[str]:
+        return [str(self.root / s.name) for s in self.split(split).shards]
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = None
+        if self.stats is not None:
+            stats = {
+                "samples": self.stats.samples,
+                "mean": self.stats.mean,
+                "std": self.stats.std,
+                "pca": {"eigenvalues": self.stats.eigenvalues, "eigenvectors": self.stats.eigenvectors},
+            }
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "settings": self.settings,
+            "classes": [vars(c) for c in self.classes],
+            "splits": {
+                name: {"samples": s.samples, "shards": [vars(sh) for sh in s.shards]}
+                for name, s in self.splits.items()
+            },
+            "rejected": self.rejected,
+            "stats": stats,
+        }
+
+
+def manifest_from_dict(data: dict[str, Any], root: Path) -> Manifest:
+    """Builds a Manifest from parsed JSON; ValueError naming the file when a field is missing."""
+    path = root / MANIFEST_NAME
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an alexnet-pipeline shard manifest (format={data.get('format')!r})")
+    try:
+        stats_raw = data.get("stats")
+        stats = None
+        if stats_raw:
+            stats = Stats(
+                samples=int(stats_raw["samples"]),
+                mean=[float(x) for x in stats_raw["mean"]],
+                std=[float(x) for x in stats_raw["std"]],
+                eigenvalues=[float(x) for x in stats_raw["pca"]["eigenvalues"]],
+                eigenvectors=[[float(x) for x in row] for row in stats_raw["pca"]["eigenvectors"]],
+            )
+        return Manifest(
+            root=root,
+            classes=[ClassInfo(int(c["index"]), str(c["wnid"]), str(c["name"])) for c in data["classes"]],
+            splits={
+                name: SplitInfo(int(s["samples"]), [ShardInfo(**sh) for sh in s["shards"]])
+                for name, s in data["splits"].items()
+            },
+            stats=stats,
+            settings=dict(data.get("settings", {})),
+            rejected=list(data.get("rejected", [])),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is malformed ({exc!r}); rerun data_prep to rewrite it") from exc
+
+
+def load_manifest(root: str | os.PathLike[str]) -> Manifest:
+    """Reads ``root/manifest.json``; one-line errors that name the path and the fix."""
+    root = Path(root).expanduser().resolve()
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"shard directory {root} does not exist; run `python -m data_prep source=... out={root}` "
+            f"or set data.root to a data_prep output directory"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {root}; set data.root to a data_prep output directory "
+            f"(or finish the prep: `python -m data_prep source=... out={root}` resumes)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rerun data_prep to rewrite it") from exc
+    return manifest_from_dict(data, root)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Writes JSON to a temporary file in the same directory, then renames: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_manifest(manifest: Manifest) -> Path:
+    path = manifest.root / MANIFEST_NAME
+    write_json_atomic(path, manifest.to_dict())
+    return path

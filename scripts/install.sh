@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one install path shared by the README, .ci/run and the Dockerfile.
+# Usage: scripts/install.sh [VENV_DIR]   (default: .venv in the repository root)
+# Set INSTALL_EXTRAS="" to skip the dev extra (the Dockerfile does).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${1:-$root/.venv}
+extras=${INSTALL_EXTRAS-dev}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[install] creating venv $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
+# torch first, pinned: on the dev machines pip takes these wheels from local disk.
+"${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+spec="$root"
+[ -n "$extras" ] && spec="$root[$extras]"
+"${pip[@]}" -e "$spec"
+# foolbox is only a carrier of 20 real ImageNet photos for the demo; its deps are not needed.
+"${pip[@]}" --no-deps "foolbox==3.3.4"
+echo "[install] done: $venv"
