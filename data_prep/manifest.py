@@ -1,4 +1,4 @@
-"""The shard manifest: the one contract between data_prep (which writes it) and pipeline.data (which reads it).
+"""The shard manifest: the contract between data_prep (which writes it) and pipeline.data (which reads it).
 
 Layout of ``manifest.json`` (beside ``train/`` and ``val/``)::
 
@@ -14,9 +14,9 @@ Layout of ``manifest.json`` (beside ``train/`` and ``val/``)::
                 "pca": {"eigenvalues": [l1, l2, l3], "eigenvectors": [[p1r, p1g, p1b], [p2...], [p3...]]}}
     }
 
-Statistics are in RGB, 0-255 pixel units, over the resized train images. ``eigenvectors`` holds one eigenvector
-per row, ordered by descending eigenvalue. Shard names are relative to the manifest's directory. The file holds no
-timestamp, so identical inputs give a byte-identical manifest.
+Statistics are in RGB, 0-255 pixel units, over the resized train images. ``eigenvectors`` holds one
+eigenvector per row, ordered by descending eigenvalue. Shard names are relative to the manifest's directory.
+The file holds no timestamp, so identical inputs give a byte-identical manifest.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ class Manifest:
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
             raise ValueError(
-                f"{self.root / MANIFEST_NAME} has no '{name}' split (it has: {', '.join(sorted(self.splits))}); "
+                f"{self.root / MANIFEST_NAME} has no '{name}' split "
+                f"(it has: {', '.join(sorted(self.splits))}); "
                 f"rerun data_prep with splits=[{name}] or point data.root at a prep output that has it"
             )
         return self.splits[name]
@@ -162,6 +163,16 @@ def load_manifest(root: str | os.PathLike[str]) -> Manifest:
     return manifest_from_dict(data, root)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; finished outputs get the permissions any new file would have (0644 usually)
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Writes JSON to a temporary file in the same directory, then renames: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +183,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
