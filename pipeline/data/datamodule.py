@@ -1,0 +1,198 @@
+"""The LightningDataModule over a data_prep output directory (``manifest.json`` + ``train/`` + ``val/``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
+from pipeline.data.pipeline import EpochDataLoader, EvalStream, TrainStream
+from pipeline.data.transforms import CenterCrop, TrainCrop, pca_lighting_shift, to_model_input
+
+PIXEL_MAX = 255.0
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Train/val loaders over WebDataset shards; batches are (uint8 [B, 3, crop, crop], int64 [B]).
+
+    ``on_after_batch_transfer`` turns them, once per batch on the device, into float32 with the manifest's
+    per-channel mean subtracted (the paper: no std division) plus, in training, the paper's PCA colour noise
+    with standard deviation ``pca_lighting`` (0 = off). Rank and world size come from the trainer in
+    ``setup()`` (or ``set_distributed``); ``batch_size`` is per rank: the global batch is world x batch_size.
+
+    PCA lighting scale: the manifest's eigenvalues λ are of the RGB covariance in 0-255 units (pixel²), and
+    the paper's Σ αᵢλᵢpᵢ is not scale-free. We apply it at the [0, 1] intensity scale that reimplementations
+    use (e.g. fb.resnet.torch's Lighting(0.1, eigval, eigvec)): λ' = λ/255², offset 255·Σ αᵢλ'ᵢpᵢ =
+    Σ αᵢ(λᵢ/255)pᵢ grey levels, a few levels per image. Added raw, λ in pixel² would shift colours by
+    hundreds of levels.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        crop_size: int = 227,
+        shuffle_buffer: int = 2000,
+        pca_lighting: float = 0.1,
+        mean_subtraction: bool = True,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        full_size: int = 256,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+        multiprocessing_context: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("crop_size", crop_size), ("full_size", full_size)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1 (got {value})")
+        if num_workers < 0 or shuffle_buffer < 0 or pca_lighting < 0:
+            raise ValueError("data.num_workers, data.shuffle_buffer and data.pca_lighting must be >= 0")
+        self.manifest: Manifest = load_manifest(root)
+        self.num_classes = self.manifest.num_classes
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.crop_size = crop_size
+        self.full_size = full_size
+        self.shuffle_buffer = shuffle_buffer
+        self.pca_lighting = pca_lighting
+        self.mean_subtraction = mean_subtraction
+        self.seed = seed
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        # Fork on Linux even where the default would be spawn: a ddp_spawn rank's children default to spawn,
+        # and a spawned worker re-imports torch and Lightning (~30 s per worker start on this 2-core box,
+        # every epoch). Forking is safe here: workers only read files and decode on the CPU, never CUDA.
+        self.multiprocessing_context = multiprocessing_context or (
+            "fork" if sys.platform.startswith("linux") else None
+        )
+        self.mean, self.eigenvalues, self.eigenvectors = self._stats()
+        self._check_shards_exist()
+        self.rank, self.world_size = 0, 1
+        self._train: TrainStream | None = None
+        self._evals: list[EvalStream] = []
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stats = self.manifest.stats
+        if stats is None:
+            if self.mean_subtraction or self.pca_lighting > 0:
+                raise ValueError(
+                    f"{self.manifest.root / MANIFEST_NAME} has no stats (mean/PCA); rerun data_prep with "
+                    f"stats, or set data.mean_subtraction=false and data.pca_lighting=0"
+                )
+            return torch.zeros(3), torch.zeros(3), torch.eye(3)
+        return (
+            torch.tensor(stats.mean, dtype=torch.float32),
+            torch.tensor(stats.eigenvalues, dtype=torch.float32),
+            torch.tensor(stats.eigenvectors, dtype=torch.float32),
+        )
+
+    def _check_shards_exist(self) -> None:
+        for split in self.manifest.splits:
+            for path in self.manifest.shard_paths(split):
+                if not Path(path).is_file():
+                    raise FileNotFoundError(
+                        f"shard {path} listed in {self.manifest.root / MANIFEST_NAME} is missing; rerun "
+                        f"data_prep (it resumes) or point data.root at a complete prep output"
+                    )
+
+    def _shards(self, split: str) -> list[tuple[str, int]]:
+        return [(str(self.manifest.root / s.name), s.samples) for s in self.manifest.split(split).shards]
+
+    def set_distributed(self, rank: int, world_size: int) -> None:
+        """This process's rank among ``world_size`` data-parallel ranks; the loaders built next use it."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.rank, self.world_size = rank, world_size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.set_distributed(self.trainer.global_rank, self.trainer.world_size)
+
+    def train_dataloader(self) -> EpochDataLoader:
+        shards = self._shards("train")
+        samples = sum(count for _, count in shards)
+        if samples < self.world_size * self.batch_size:
+            raise ValueError(
+                f"the train split of {self.manifest.root} has {samples} samples, fewer than one global batch "
+                f"(world size {self.world_size} x data.batch_size {self.batch_size}); lower data.batch_size"
+            )
+        self._train = TrainStream(
+            shards,
+            transform=TrainCrop(self.crop_size),
+            batch_size=self.batch_size,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=self.num_workers,
+        )
+        return EpochDataLoader(self._train, epoch_source=self._trainer_epoch, **self._loader_args())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(crop="center")
+
+    def eval_dataloader(self, crop: Literal["center", "full"] = "center", split: str = "val") -> DataLoader:
+        """Eval batches of ``split``, every image exactly once over all ranks and workers.
+
+        ``crop="center"``: the centre ``crop_size`` crop (single-crop eval); ``"full"``: the stored image,
+        centre ``full_size`` (256x256 from a paper-style prep: no crop at all), for the paper's 10 crops.
+        """
+        if crop not in ("center", "full"):
+            raise ValueError(f"crop must be 'center' or 'full' (got {crop!r})")
+        stream = EvalStream(
+            self._shards(split),
+            transform=CenterCrop(self.crop_size if crop == "center" else self.full_size),
+            batch_size=self.val_batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=self.num_workers,
+        )
+        self._evals.append(stream)
+        return DataLoader(stream, batch_size=None, **self._loader_args())
+
+    def _loader_args(self) -> dict:
+        args = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if self.num_workers > 0:
+            args |= {
+                "persistent_workers": self.persistent_workers,
+                "multiprocessing_context": self.multiprocessing_context,
+            }
+        return args
+
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
+    @property
+    def corrupt_samples(self) -> int:
+        """Samples skipped as corrupt so far by this process's train and eval loaders (log it as a metric)."""
+        streams = ([self._train] if self._train is not None else []) + self._evals
+        return sum(stream.skips.total for stream in streams)
+
+    def normalize(self, images: torch.Tensor, *, train: bool) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> float32 model input: mean subtracted, PCA colour noise added if ``train``."""
+        mean = self.mean if self.mean_subtraction else torch.zeros(3)
+        shift = None
+        if train and self.pca_lighting > 0:
+            device = images.device
+            eigenvalues = self.eigenvalues.to(device) / PIXEL_MAX
+            shift = pca_lighting_shift(
+                images.shape[0], eigenvalues, self.eigenvectors.to(device), self.pca_lighting
+            )
+        return to_model_input(images, mean, shift)
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.normalize(images, train=training), labels
