@@ -1,7 +1,7 @@
 """The embedded demo set: scikit-learn's 1,797 handwritten digits in ImageNet layout, on photo backgrounds.
 
-Each digit (8x8, upscaled) is painted in a bright colour over a crop of one of foolbox's 20 real ImageNet
-photos, at a random place and size, and saved as a JPEG of an ImageNet-like shape (240-320 px wide, 4:3) in
+Each digit (8x8, upscaled) is painted in dark ink over a softened crop of one of foolbox's 20 real ImageNet
+photos, large and inside the centre square (so prep's centre crop keeps it), and saved as a JPEG of an ImageNet-like shape (240-320 px wide, 4:3) in
 ``train/<wnid>/`` or ``val/<wnid>/`` (10 classes, synthetic wnids n99000000..n99000009, ~20% of each class
 held out for val). The photos give the files real-photo statistics (compression, decode cost, colour PCA)
 while every label stays true. A few files take ImageNet's awkward formats that prep must fix (CMYK,
@@ -35,19 +35,26 @@ def demo_wnid(digit: int) -> str:
 
 
 def render_digit(digit_image: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """One 8x8 digit (values 0..16) painted over a photo crop."""
+    """One 8x8 digit (values 0..16) painted in dark ink over a softened photo crop.
+
+    The digit is large and sits inside the centre square, so prep's centre 256x256 crop and the loader's
+    random 227 crops keep all of it. The photo is pulled towards a light grey so the ink always contrasts:
+    a demo that trains in minutes on a CPU needs a learnable signal, and the photo still gives the files
+    real-photo statistics (compression, decode cost, colour PCA).
+    """
     width = int(rng.integers(240, 321))
     height = width * 3 // 4
-    canvas = photo_like(rng, width, height).astype(np.float32)
-    side = int(rng.uniform(0.55, 0.9) * height)
+    photo = photo_like(rng, width, height).astype(np.float32)
+    canvas = 0.45 * photo + 0.55 * 190.0
+    side = int(rng.uniform(0.7, 0.9) * height)
     mask = Image.fromarray((digit_image / 16.0 * 255).astype(np.uint8)).resize(
         (side, side), Image.Resampling.BICUBIC
     )
-    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * 0.9
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
-    # near-white or near-black ink with a slight tint: stands out on any background, keeps channels correlated
-    colour = (235.0 if rng.random() < 0.5 else 20.0) + rng.uniform(-20, 20, 3)
+    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * 0.95
+    slack = height - side  # the centre square is height x height, centred horizontally
+    top = int(rng.integers(0, slack + 1))
+    left = (width - height) // 2 + int(rng.integers(0, slack + 1))
+    colour = rng.uniform(10, 50) + rng.uniform(-10, 10, 3)  # dark ink with a slight tint
     region = canvas[top : top + side, left : left + side]
     canvas[top : top + side, left : left + side] = region * (1 - alpha) + colour * alpha
     return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))

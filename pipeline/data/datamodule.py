@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -16,6 +18,15 @@ from pipeline.data.pipeline import EpochDataLoader, EvalStream, TrainStream
 from pipeline.data.transforms import CenterCrop, TrainCrop, pca_lighting_shift, to_model_input
 
 PIXEL_MAX = 255.0
+
+
+def ignore_sigterm_in_worker(worker_id: int) -> None:
+    """Slurm SIGTERMs every process of a job it requeues or preempts. The training process then stops at the
+    next batch boundary and checkpoints; a worker that died of the signal first would fail that batch instead
+    ("DataLoader worker ... killed by signal: Terminated"). Workers exit with their parent anyway."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):  # Lightning adds this only where no worker_init_fn is set
+        pl_worker_init_function(worker_id)
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -166,6 +177,7 @@ class ShardDataModule(L.LightningDataModule):
             args |= {
                 "persistent_workers": self.persistent_workers,
                 "multiprocessing_context": self.multiprocessing_context,
+                "worker_init_fn": ignore_sigterm_in_worker,
             }
         return args
 

@@ -1,0 +1,168 @@
+"""The LightningModule: AlexNet, cross-entropy, the paper's SGD and lr schedule, top-1/top-5 error.
+
+It takes plain arguments and builds the network itself, so ``AlexNetModule.load_from_checkpoint(path)``
+rebuilds the whole model from the checkpoint alone. ``split_devices`` builds the paper's two-device split
+(``SplitAlexNet``) instead of the one-device grouped net; the state_dict is the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from pipeline.models import AlexNet, SplitAlexNet
+
+
+def build_net(
+    num_classes: int, net_args: dict[str, Any], *, init_std: float | None, split_devices: Sequence[str] | None
+) -> nn.Module:
+    """The grouped AlexNet, or the same weights split over two devices (drawn once, on the grouped layout)."""
+    grouped = AlexNet(num_classes, **net_args)
+    if init_std is not None:
+        for layer in grouped.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(layer.weight, mean=0.0, std=init_std)
+    if split_devices is None:
+        return grouped
+    split = SplitAlexNet(num_classes, devices=tuple(split_devices), **net_args)
+    split.load_state_dict(grouped.state_dict())
+    return split
+
+
+class AlexNetModule(LightningModule):
+    """AlexNet trained as in the paper.
+
+    Args:
+        num_classes, width, lrn, pool, dropout, groups, one_gpu_half, in_size, bias_init: as ``AlexNet``.
+        init_std: redraw every conv/fc weight from N(0, init_std); None keeps the paper's N(0, 0.01).
+            Narrow demo nets want about 0.01 / sqrt(width): the paper's 0.01 at full width keeps a signal
+            through eight layers, while at width 1/8 it shrinks ~3x more per layer and the loss stalls at
+            chance.
+        split_devices: two devices (e.g. ``["cuda:0", "cuda:1"]``) to split the net over as the paper did;
+            None = the one-device net.
+        lr, momentum, weight_decay: SGD (the paper: 0.01, 0.9, 5e-4).
+        decay_biases: weight decay on biases too (the paper's update rule does; Caffe's recipe does not).
+        lr_factor, lr_patience, max_lr_drops: lr x ``lr_factor`` when val top-1 error has not improved for
+            ``lr_patience`` epochs, at most ``max_lr_drops`` times (the paper: /10, three times).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        width: float = 1.0,
+        lrn: bool = True,
+        pool: str = "overlap",
+        dropout: float = 0.5,
+        groups: int = 2,
+        one_gpu_half: bool = False,
+        in_size: int = 227,
+        bias_init: float = 1.0,
+        init_std: float | None = None,
+        split_devices: Sequence[str] | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        decay_biases: bool = True,
+        lr_factor: float = 0.1,
+        lr_patience: int = 5,
+        max_lr_drops: int = 3,
+    ) -> None:
+        super().__init__()
+        if split_devices is not None:
+            split_devices = [str(device) for device in split_devices]
+        self.save_hyperparameters()
+        net_args: dict[str, Any] = dict(
+            width=width,
+            lrn=lrn,
+            pool=pool,
+            dropout=dropout,
+            groups=groups,
+            one_gpu_half=one_gpu_half,
+            in_size=in_size,
+            bias_init=bias_init,
+        )
+        self.net = build_net(num_classes, net_args, init_std=init_std, split_devices=split_devices)
+        top5 = min(5, num_classes)
+        # Epoch-level accuracies; they sync across DDP ranks on compute(), so val counts every image once.
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        labels = labels.to(logits.device)
+        loss = F.cross_entropy(logits, labels)
+        with torch.no_grad():
+            self.train_top1.update(logits, labels)
+            step_error = 1.0 - (logits.argmax(dim=1) == labels).float().mean()
+        # on_step only: Lightning appends _step/_epoch to the key when both are on.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/top1_error", step_error, on_step=True, on_epoch=False)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/epoch_top1_error", 1.0 - self.train_top1.compute())
+        self.train_top1.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        labels = labels.to(logits.device)
+        loss = F.cross_entropy(logits, labels)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.numel())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a partial pass must not feed the lr schedule
+            self.val_top1.reset()
+            self.val_top5.reset()
+            return
+        self.log("val/top1_error", 1.0 - self.val_top1.compute(), prog_bar=True)
+        self.log("val/top5_error", 1.0 - self.val_top5.compute())
+        self.val_top1.reset()
+        self.val_top5.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self._param_groups(hp.weight_decay, hp.decay_biases), lr=hp.lr, momentum=hp.momentum
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=hp.lr_factor,
+            patience=hp.lr_patience,
+            # the floor is reached after max_lr_drops drops; below eps ReduceLROnPlateau stops changing the lr
+            min_lr=hp.lr * hp.lr_factor**hp.max_lr_drops,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val/top1_error",
+                "interval": "epoch",
+                "frequency": 1,
+                "strict": False,  # without validation (limit_val_batches=0) the lr just stays, with a warning
+            },
+        }
+
+    def _param_groups(self, weight_decay: float, decay_biases: bool) -> list[dict[str, Any]]:
+        weights = [p for p in self.net.parameters() if p.ndim > 1]
+        biases = [p for p in self.net.parameters() if p.ndim <= 1]
+        return [
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": biases, "weight_decay": weight_decay if decay_biases else 0.0},
+        ]

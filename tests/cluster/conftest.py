@@ -1,0 +1,145 @@
+"""A real one-node Slurm cluster (scripts/local_slurm.sh) for the session, and helpers to drive it.
+
+Every wait is bounded: there is no accounting daemon here, so submitit cannot see a job die without a
+result file and would wait forever; each submission runs under a timeout, and stopping the cluster cancels
+what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "local_slurm.sh"
+START_TIMEOUT_S = 240  # includes apt-get install on a fresh CI machine
+
+
+@dataclass(frozen=True)
+class LocalSlurm:
+    """A running local cluster: ``env`` holds SLURM_CONF for the Slurm commands and for submitted jobs."""
+
+    directory: Path
+    env: dict[str, str]
+
+    def run(self, *command: str, timeout_s: float = 30) -> str:
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
+
+    def job_state(self, job_id: str) -> tuple[str, str]:
+        """(state, reason) of a job still known to slurmctld, ("", "") once it has left the queue."""
+        out = self.run("squeue", "--noheader", "--jobs", job_id, "--format=%T|%r").strip()
+        if not out:
+            return "", ""
+        state, reason = out.splitlines()[0].split("|", 1)
+        return state, reason
+
+    def restart_count(self, job_id: str) -> int:
+        out = self.run("scontrol", "show", "job", job_id)
+        for field in out.split():
+            if field.startswith("Restarts="):
+                return int(field.removeprefix("Restarts="))
+        raise ValueError(f"scontrol show job {job_id} printed no Restarts= field:\n{out}")
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the local Slurm cluster runs its daemons as root (SlurmdUser=root): run these tests as root"
+    have_slurm = all(shutil.which(tool) for tool in ("slurmctld", "slurmd", "munged"))
+    if not have_slurm and not shutil.which("apt-get"):
+        return "Slurm and MUNGE are not installed and apt-get is unavailable to install slurm-wlm and munge"
+    return None
+
+
+@pytest.fixture(scope="session")
+def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    directory = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "CI": os.environ.get("CI", "true")}
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", str(directory)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    try:
+        assert started.returncode == 0, f"local_slurm.sh start failed:\n{started.stdout}\n{started.stderr}"
+        env["SLURM_CONF"] = str(directory / "slurm.conf")
+        yield LocalSlurm(directory=directory, env=env)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], env=env, timeout=60, check=False)
+
+
+@dataclass
+class Submission:
+    """A ``python -m pipeline.train -m ...`` process: the launcher blocks until every job has a result."""
+
+    process: subprocess.Popen[str]
+    log: Path
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"the submission did not finish within {timeout_s:.0f}s; log:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_submission(local_slurm: LocalSlurm, cwd: Path, *overrides: str) -> Submission:
+    """Starts ``python -m pipeline.train -m <overrides>`` on the local cluster, logging to cwd/submit.log."""
+    log = cwd / "submit.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "-m", *overrides],
+            cwd=cwd,
+            env={**local_slurm.env, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a timeout kills the launcher and nothing else
+        )
+    return Submission(process=process, log=log)
+
+
+@contextmanager
+def cleaned_up(local_slurm: LocalSlurm, submission: Submission) -> Iterator[Submission]:
+    """Kills the submitting process and cancels its jobs if the test leaves early."""
+    try:
+        yield submission
+    finally:
+        if submission.process.poll() is None:
+            os.killpg(submission.process.pid, signal.SIGKILL)
+            submission.process.wait()
+        jobs = local_slurm.run("squeue", "--noheader", "--format=%A").split()
+        if jobs:
+            local_slurm.run("scancel", *jobs)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")

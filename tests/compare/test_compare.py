@@ -1,0 +1,204 @@
+"""pipeline.compare on a study made by real trainings (tests/compare/conftest.py): a 2x2 Hydra sweep, a
+crashed run, a run of another study, 10-crop metrics for the baseline runs only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from compare_helpers import OTHER_STUDY, REPO_ROOT, TrainedStudy
+
+from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
+from pipeline.report_figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
+from pipeline.study_runs import epoch_history
+
+pytestmark = pytest.mark.slow  # the shared study takes about a minute of real training
+
+EXPECTED_FILES = {"table.md", "table.csv", "table.json", VAL_CURVES_PNG, CHANGES_PNG, GAP_PNG}
+
+
+def final_errors(study: TrainedStudy, run_names: list[str], key: str) -> list[float]:
+    """The runs' last logged value of `key`, in %, read straight from MLflow."""
+    runs = study.runs()
+    return [100.0 * runs[name].data.metrics[key] for name in run_names]
+
+
+def study_table(trained: TrainedStudy, out: Path, study: str | None = "", log: bool = False) -> Comparison:
+    """compare() on the session's store; `study` defaults to the sweep's study tag."""
+    return compare(
+        trained.tracking_uri, trained.experiment_name, trained.study if study == "" else study, out, log
+    )
+
+
+def cli_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**env, "COLUMNS": "120"}
+
+
+def report_runs(study: TrainedStudy) -> list:
+    client = study.client()
+    experiment = client.get_experiment_by_name(study.experiment_name)
+    return client.search_runs([experiment.experiment_id], filter_string="tags.kind = 'report'")
+
+
+def test_the_sweep_tags_every_job_with_one_study(trained_study: TrainedStudy):
+    runs = trained_study.runs()
+    sweep = ["baseline-seed1", "baseline-seed2", "no_lrn-seed1", "no_lrn-seed2"]
+    assert {runs[name].data.tags["study"] for name in sweep} == {trained_study.study}
+    experiments = [runs[name].data.tags["experiment"] for name in sweep]
+    assert experiments == ["baseline", "baseline", "no_lrn", "no_lrn"]
+    assert runs["no_lrn-seed3"].info.status == "FAILED"
+
+
+def test_a_2x2_sweep_gives_two_rows_of_two_runs(trained_study: TrainedStudy, tmp_path: Path):
+    result = study_table(trained_study, tmp_path)
+    assert [(row.experiment, row.n_runs, row.seeds) for row in result.rows] == [
+        ("baseline", 2, ("1", "2")),
+        ("no_lrn", 2, ("1", "2")),
+    ]
+
+
+def test_without_a_study_every_experiment_is_grouped(trained_study: TrainedStudy, tmp_path: Path):
+    result = study_table(trained_study, tmp_path, study=None)
+    groups = [(row.experiment, row.n_runs) for row in result.rows]
+    assert groups == [("baseline", 2), ("no_lrn", 2), ("no_dropout", 1)]
+    no_dropout_line = next(
+        line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| no_dropout ")
+    )
+    assert "(paper: not given)" in no_dropout_line
+    only_other = study_table(trained_study, tmp_path, study=OTHER_STUDY)
+    assert [row.experiment for row in only_other.rows] == ["no_dropout"]
+
+
+def test_mean_std_and_change_are_those_of_the_runs(trained_study: TrainedStudy, tmp_path: Path):
+    rows = {row.experiment: row for row in study_table(trained_study, tmp_path).rows}
+    for column, key in (("top1", "val/top1_error"), ("top5", "val/top5_error")):
+        baseline = final_errors(trained_study, ["baseline-seed1", "baseline-seed2"], key)
+        no_lrn = final_errors(trained_study, ["no_lrn-seed1", "no_lrn-seed2"], key)
+        assert rows["baseline"].errors[column].mean == pytest.approx(statistics.fmean(baseline))
+        assert rows["baseline"].errors[column].std == pytest.approx(statistics.stdev(baseline))
+        assert rows["no_lrn"].errors[column].mean == pytest.approx(statistics.fmean(no_lrn))
+        assert rows["no_lrn"].change[column] == pytest.approx(
+            statistics.fmean(no_lrn) - statistics.fmean(baseline)
+        )
+        assert column not in rows["baseline"].change
+    assert rows["no_lrn"].paper_change["top1"] == 1.4
+    assert rows["no_lrn"].paper_change["top5"] == 1.2
+
+
+def test_failed_run_is_listed_apart_and_not_averaged(trained_study: TrainedStudy, tmp_path: Path):
+    result = study_table(trained_study, tmp_path)
+    failed_id = trained_study.runs()["no_lrn-seed3"].info.run_id
+    assert [(s.run.run_id, s.reason) for s in result.study.set_aside] == [(failed_id, "status FAILED")]
+    assert failed_id not in {run.run_id for run in result.study.usable}
+    assert next(row for row in result.rows if row.experiment == "no_lrn").seeds == ("1", "2")
+    apart = (tmp_path / "table.md").read_text().split("## Runs listed apart")[1]
+    assert f"| no_lrn-seed3 | {failed_id} | no_lrn | 3 | status FAILED |" in apart
+
+
+def test_ten_crop_columns_only_where_every_run_was_evaluated(trained_study: TrainedStudy, tmp_path: Path):
+    rows = {row.experiment: row for row in study_table(trained_study, tmp_path).rows}
+    evaluated = final_errors(trained_study, ["baseline-seed1", "baseline-seed2"], "eval/tencrop_top1_error")
+    assert rows["baseline"].errors["tencrop_top1"].mean == pytest.approx(statistics.fmean(evaluated))
+    assert "tencrop_top1" not in rows["no_lrn"].errors  # pipeline.evaluate never ran on the no_lrn runs
+    assert "tencrop_top1" not in rows["no_lrn"].change
+    markdown_lines = (tmp_path / "table.md").read_text().splitlines()
+    no_lrn_line = next(line for line in markdown_lines if line.startswith("| no_lrn "))
+    assert "| — | — (paper +1.4) |" in no_lrn_line
+
+
+def test_markdown_and_csv_hold_the_table(trained_study: TrainedStudy, tmp_path: Path):
+    result = study_table(trained_study, tmp_path)
+    no_lrn = next(row for row in result.rows if row.experiment == "no_lrn")
+    markdown = (tmp_path / "table.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| experiment "))
+    assert header.startswith("| experiment | removes | n | top-1 err (%) | Δ top-1 (pp) | top-5 err (%) |")
+    line = next(line for line in markdown.splitlines() if line.startswith("| no_lrn "))
+    top1 = no_lrn.errors["top1"]
+    change = no_lrn.change["top1"]
+    assert (
+        f"| no_lrn | without LRN | 2 | {top1.mean:.2f} ± {top1.std:.2f} | {change:+.2f} (paper +1.4) |"
+        in line
+    )
+    assert "| baseline | full model | 2 |" in markdown and "reference (paper 40.7)" in markdown
+    assert "positive means removing the component raised the error" in markdown
+
+    records = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
+    identities = [(r["experiment"], r["n_runs"], r["seeds"]) for r in records]
+    assert identities == [("baseline", "2", "1;2"), ("no_lrn", "2", "1;2")]
+    assert float(records[1]["top1_error_pct_mean"]) == pytest.approx(top1.mean)
+    assert float(records[1]["top1_error_pct_std"]) == pytest.approx(top1.std)
+    assert float(records[1]["top1_change_pp"]) == pytest.approx(no_lrn.change["top1"])
+    assert (records[1]["paper_top1_change_pp"], records[1]["paper_top5_change_pp"]) == ("1.4", "1.2")
+    assert records[0]["top1_change_pp"] == "" and records[1]["tencrop_top1_error_pct_mean"] == ""
+
+
+def test_figures_are_written_and_logged_in_a_report_run(trained_study: TrainedStudy, tmp_path: Path):
+    before = len(report_runs(trained_study))
+    result = study_table(trained_study, tmp_path, log=True)
+    assert {path.name for path in result.files} == EXPECTED_FILES
+    for name in (VAL_CURVES_PNG, CHANGES_PNG, GAP_PNG):
+        height, width, _ = matplotlib.image.imread(tmp_path / name).shape
+        assert height > 200 and width > 300
+    client = trained_study.client()
+    report = client.get_run(result.report_run_id)
+    assert (report.info.status, report.data.tags["kind"], report.data.tags["study"]) == (
+        "FINISHED", "report", trained_study.study,
+    )  # fmt: skip
+    logged = {Path(a.path).name for a in client.list_artifacts(result.report_run_id, REPORT_ARTIFACT_DIR)}
+    assert logged == EXPECTED_FILES
+    assert len(report_runs(trained_study)) == before + 1
+    # The report run sits in the study's experiment with its study tag, yet is never read as a training run.
+    again = study_table(trained_study, tmp_path)
+    assert [(row.experiment, row.n_runs) for row in again.rows] == [("baseline", 2), ("no_lrn", 2)]
+    assert result.report_run_id not in {s.run.run_id for s in again.study.set_aside}
+
+
+def test_cli_json_and_csv_for_scripts_without_logging(trained_study: TrainedStudy, tmp_path: Path, capsys):
+    before = len(report_runs(trained_study))
+    common = ["--tracking-uri", trained_study.tracking_uri, "--experiment", trained_study.experiment_name,
+              "--study", trained_study.study, "--out", str(tmp_path), "--no-log"]  # fmt: skip
+    assert main([*common, "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    groups = [(row["experiment"], row["n_runs"]) for row in document["rows"]]
+    assert groups == [("baseline", 2), ("no_lrn", 2)]
+    assert [item["run_name"] for item in document["set_aside"]] == ["no_lrn-seed3"]
+    assert main([*common, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == (tmp_path / "table.csv").read_text()
+    assert len(report_runs(trained_study)) == before
+
+
+def test_cli_rich_table_in_a_subprocess(trained_study: TrainedStudy, tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.compare", "--tracking-uri", trained_study.tracking_uri,
+         "--experiment", trained_study.experiment_name, "--study", trained_study.study,
+         "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=cli_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "no_lrn" in done.stdout and "(+1.4)" in done.stdout and "paper 40.7" in done.stdout
+    assert "Runs listed apart" in done.stdout and "no_lrn-seed3" in done.stdout
+    assert "report run:" in done.stdout
+
+
+def test_unknown_study_is_a_clear_error(trained_study: TrainedStudy, tmp_path: Path, capsys):
+    argv = ["--tracking-uri", trained_study.tracking_uri, "--experiment", trained_study.experiment_name,
+            "--study", "no-such-study", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    assert "no training runs with tag study='no-such-study'" in capsys.readouterr().err
+
+
+def test_epoch_curves_follow_the_runs_metric_history(trained_study: TrainedStudy):
+    client = trained_study.client()
+    run_id = trained_study.runs()["baseline-seed1"].info.run_id
+    logged = sorted(client.get_metric_history(run_id, "val/top1_error"), key=lambda metric: metric.step)
+    history = epoch_history(client, run_id, "val/top1_error")
+    assert history == [(0, logged[0].value), (1, logged[1].value)]  # two epochs, by Lightning's 0-based count

@@ -1,0 +1,54 @@
+"""pipeline.evaluate: centre crop and the paper's 10 crops, logged into the training run."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Trainer
+from train_helpers import compose_train, runs_of, shard_overrides
+
+from pipeline.data import ShardDataModule
+from pipeline.evaluate import evaluate, main
+from pipeline.module import AlexNetModule
+from pipeline.train import train
+
+EVAL_KEYS = {
+    "eval/center_top1_error",
+    "eval/center_top5_error",
+    "eval/tencrop_top1_error",
+    "eval/tencrop_top5_error",
+}
+
+
+def test_evaluate_logs_both_protocols_into_the_training_run(demo_shards, tmp_path, mlflow_uri, client):
+    result = train(compose_train(shard_overrides(demo_shards, tmp_path / "out", mlflow_uri, "evaluate")))
+
+    args = [
+        "--run-id",
+        result["run_id"],
+        "--tracking-uri",
+        mlflow_uri,
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+    ]
+    assert main([*args, "--limit-batches", "2"]) == 0
+
+    [run] = runs_of(client, "evaluate")
+    assert set(run.data.metrics) >= EVAL_KEYS
+    for key in EVAL_KEYS:
+        assert 0.0 <= run.data.metrics[key] <= 1.0
+
+
+def test_the_centre_crop_of_ten_is_the_validation_crop(demo_shards):
+    """evaluate's centre crop (one of ten_crop's, from the 256-px image) scores exactly as Lightning's
+    validation loop with the data's own centre crop, on the same images."""
+    torch.manual_seed(0)
+    module = AlexNetModule(10, width=0.0625)
+    data = ShardDataModule(demo_shards, batch_size=8, num_workers=0, pca_lighting=0.0)
+    ours = evaluate(module, data, torch.device("cpu"), limit_batches=3)
+
+    trainer = Trainer(accelerator="cpu", limit_val_batches=3, logger=False, enable_progress_bar=False)
+    [lightning] = trainer.validate(module, datamodule=data, verbose=False)
+    assert ours["eval/center_top1_error"] == lightning["val/top1_error"]
+    assert ours["eval/center_top5_error"] == lightning["val/top5_error"]

@@ -1,0 +1,86 @@
+"""Helpers for the training tests: compose conf/train.yaml as the CLI does, tiny settings, store queries."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+REPO_ROOT = CONF_DIR.parent
+METRIC_KEYS = {
+    "train/loss",
+    "train/top1_error",
+    "train/epoch_top1_error",
+    "val/loss",
+    "val/top1_error",
+    "val/top5_error",
+    "lr",
+    "throughput/images_per_s",
+    "epoch",
+}
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """The config `python -m pipeline.train OVERRIDES` would run (minus Hydra's own runtime node)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> list[str]:
+    """A few steps of a tiny net on real shards (full 227 crops from the 256-px images, width 1/16)."""
+    return [
+        f"data.root={shards}",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "data.shuffle_buffer=64",
+        "model.width=0.0625",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={out_dir}",
+        f"logger.tracking_uri={uri}",
+        f"logger.experiment_name={experiment}",
+    ]
+
+
+def synthetic_overrides(out_dir: Path, uri: str, experiment: str) -> list[str]:
+    """Deterministic in-memory data: no augmentation, fixed order, dropout off."""
+    return [
+        "data=synthetic",
+        "data.train_samples=64",
+        "data.val_samples=16",
+        "data.batch_size=16",
+        "model.width=0.0625",
+        "model.dropout=0.0",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={out_dir}",
+        f"logger.tracking_uri={uri}",
+        f"logger.experiment_name={experiment}",
+    ]
+
+
+def runs_of(client: MlflowClient, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(metric.step for metric in client.get_metric_history(run_id, key))
