@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from train_helpers import METRIC_KEYS, compose_train, free_port, runs_of, shard_overrides, steps_of
+from mlflow_server import free_port
+from train_helpers import METRIC_KEYS, compose_train, runs_of, shard_overrides, steps_of
 
 from pipeline.train import train
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -28,12 +27,6 @@ def compose_train(overrides: list[str]) -> DictConfig:
     """The config `python -m pipeline.train OVERRIDES` would run (minus Hydra's own runtime node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> list[str]:
