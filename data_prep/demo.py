@@ -1,13 +1,13 @@
 """The embedded demo set: scikit-learn's 1,797 handwritten digits in ImageNet layout, on photo backgrounds.
 
-Each digit (8x8, upscaled) is painted in dark ink over a softened crop of one of foolbox's 20 real ImageNet
-photos, large and inside the centre square (so prep's centre crop keeps it), and saved as a JPEG of an ImageNet-like shape (240-320 px wide, 4:3) in
-``train/<wnid>/`` or ``val/<wnid>/`` (10 classes, synthetic wnids n99000000..n99000009, ~20% of each class
-held out for val). The photos give the files real-photo statistics (compression, decode cost, colour PCA)
-while every label stays true. A few files take ImageNet's awkward formats that prep must fix (CMYK,
-greyscale, a PNG named .JPEG, an EXIF-rotated JPEG) and two are broken (truncated, not an image), so the
-demo's manifest shows both the fix and the reject paths. ``LOC_synset_mapping.txt`` names the classes
-"digit 0" .. "digit 9".
+Each digit (8x8, upscaled) is painted in dark ink over a softened crop of one of foolbox's 20 real
+ImageNet photos, large and inside the centre square (so prep's centre crop keeps it), and saved as a JPEG
+of an ImageNet-like shape (240-320 px wide, 4:3) in ``train/<wnid>/`` or ``val/<wnid>/`` (10 classes,
+synthetic wnids n99000000..n99000009, ~20% of each class held out for val). The photos give the files
+real-photo statistics (compression, decode cost, colour PCA) while every label stays true. A few files take
+ImageNet's awkward formats that prep must fix (CMYK, greyscale, a PNG named .JPEG, an EXIF-rotated JPEG)
+and two are broken (truncated, not an image), so the demo's manifest shows both the fix and the reject
+paths. ``LOC_synset_mapping.txt`` names the classes "digit 0" .. "digit 9".
 """
 
 from __future__ import annotations
