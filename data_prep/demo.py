@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.cli import fail, parse_bool, parse_overrides
-from data_prep.photos import photo_like
+from data_prep.photos import awkward_format_bytes, photo_like
 
 DEMO_CLASSES = 10
 DEMO_SEED = 1234
@@ -60,23 +60,6 @@ def render_digit(digit_image: np.ndarray, rng: np.random.Generator) -> Image.Ima
     return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
 
 
-def _save_variant(image: Image.Image, path: Path, variant: str) -> None:
-    """ImageNet's awkward formats, each still a correctly labelled image after prep fixes it."""
-    if variant == "cmyk":
-        image.convert("CMYK").save(path, format="JPEG", quality=90)
-    elif variant == "grey":
-        image.convert("L").save(path, format="JPEG", quality=90)
-    elif variant == "png":
-        image.save(path, format="PNG")
-    elif variant == "exif":
-        # stored rotated, with the EXIF tag that tells a viewer (and prep) how to turn it back upright
-        exif = Image.Exif()
-        exif[0x0112] = 6  # rotate 90 CW to display
-        image.transpose(Image.Transpose.ROTATE_90).save(path, format="JPEG", quality=90, exif=exif.tobytes())
-    else:
-        image.save(path, format="JPEG", quality=90)
-
-
 VARIANTS = {7: "cmyk", 19: "grey", 31: "png", 43: "exif"}  # sample numbers of the awkward formats
 
 
@@ -112,7 +95,7 @@ def build_demo_source(root: Path) -> Path:
                 path = root / "val" / wnid / f"ILSVRC2012_val_{val_number:08d}.JPEG"
             else:
                 path = root / "train" / wnid / f"{wnid}_{int(sample)}.JPEG"
-            _save_variant(image, path, VARIANTS.get(int(sample), "jpeg"))
+            path.write_bytes(awkward_format_bytes(image, VARIANTS.get(int(sample), "jpeg")))
     _write_broken(root, rng)
     mapping = "".join(f"{demo_wnid(d)} digit {d}\n" for d in range(DEMO_CLASSES))
     (root / "LOC_synset_mapping.txt").write_text(mapping)

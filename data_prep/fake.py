@@ -27,7 +27,7 @@ from PIL import Image
 
 from data_prep import labels
 from data_prep.cli import parse_bool, parse_overrides
-from data_prep.photos import photo_like
+from data_prep.photos import awkward_format_bytes, photo_like
 from data_prep.sources import TRAIN_ARCHIVE, VAL_ARCHIVE
 
 FIXABLE_CASES = ("cmyk", "grey", "png", "exif")
@@ -67,27 +67,16 @@ def _bomb_header(rng: np.random.Generator) -> bytes:
 def bad_case_bytes(case: str, rng: np.random.Generator, size: tuple[int, int]) -> bytes:
     pixels = photo_like(rng, *size)
     image = Image.fromarray(pixels)
-    buffer = io.BytesIO()
-    if case == "cmyk":
-        image.convert("CMYK").save(buffer, format="JPEG", quality=90)
-    elif case == "grey":
-        image.convert("L").save(buffer, format="JPEG", quality=90)
-    elif case == "png":
-        image.save(buffer, format="PNG")
-    elif case == "exif":
-        exif = Image.Exif()
-        exif[0x0112] = 6  # stored rotated; displayed (and prepped) after a 90 degree turn
-        image.transpose(Image.Transpose.ROTATE_90).save(
-            buffer, format="JPEG", quality=90, exif=exif.tobytes()
-        )
-    elif case == "truncated":
+    if case in ("cmyk", "grey", "png", "exif"):
+        return awkward_format_bytes(image, case)
+    if case == "truncated":
         full = jpeg_bytes(pixels)
         return full[: len(full) // 2]
-    elif case == "notimage":
+    if case == "notimage":
         return b"<html><body>403 Forbidden</body></html>\n"
-    elif case == "bomb":
+    if case == "bomb":
         return _bomb_header(rng)
-    return buffer.getvalue()  # "empty" and "unreadable" write no bytes
+    return b""  # "empty" and "unreadable" write no bytes
 
 
 def _train_files(seed, wnids, per_class, image_size, bad_cases, layout) -> Iterator[tuple[str, str, bytes]]:

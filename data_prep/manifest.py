@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-pipeline-shards"
@@ -173,21 +175,28 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON to a temporary file in the same directory, then renames: readers never see half a file."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file written under a temporary name in the same directory, fsynced, then renamed over ``path``:
+    readers never see half a file, and a crash leaves only a temporary file (removed on the next run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, mode) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with atomic_file(path) as stream:
+        json.dump(data, stream, indent=1, sort_keys=False)
+        stream.write("\n")
 
 
 def save_manifest(manifest: Manifest) -> Path:

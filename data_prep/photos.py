@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,27 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
         pixels = _gradient(rng, width, height)
     pixels += rng.integers(-10, 11, (height, width, 3), dtype=np.int16)  # sensor-like noise, cheap to draw
     return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def awkward_format_bytes(image: Image.Image, variant: str) -> bytes:
+    """``image`` in one of ImageNet's awkward formats (each still the same picture once prep fixes it):
+    "cmyk", "grey", "png" (a PNG that will be named .JPEG), "exif" (stored rotated, with the EXIF tag that
+    turns it upright), or "jpeg" (a plain RGB JPEG)."""
+    buffer = io.BytesIO()
+    if variant == "cmyk":
+        image.convert("CMYK").save(buffer, format="JPEG", quality=90)
+    elif variant == "grey":
+        image.convert("L").save(buffer, format="JPEG", quality=90)
+    elif variant == "png":
+        image.save(buffer, format="PNG")
+    elif variant == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 CW to display
+        image.transpose(Image.Transpose.ROTATE_90).save(
+            buffer, format="JPEG", quality=90, exif=exif.tobytes()
+        )
+    elif variant == "jpeg":
+        image.save(buffer, format="JPEG", quality=90)
+    else:
+        raise ValueError(f"unknown image variant {variant!r}")
+    return buffer.getvalue()

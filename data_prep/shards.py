@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.images import Encoded, encode_image
-from data_prep.manifest import FILE_MODE, ShardInfo, write_json_atomic
+from data_prep.manifest import ShardInfo, atomic_file, write_json_atomic
 from data_prep.sources import SampleRef, read_sample
 from data_prep.stats import PixelSums
 
@@ -127,18 +125,8 @@ def _write_tar(task: ShardTask, stream: io.BufferedWriter, on_sample) -> tuple[i
 def write_shard(task: ShardTask, on_sample=lambda: None) -> ShardResult:
     """Encodes and writes one planned shard (temp file, fsync, rename), then its sidecar."""
     path = task.out / task.name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            samples, rejected, sums = _write_tar(task, stream, on_sample)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as stream:
+        samples, rejected, sums = _write_tar(task, stream, on_sample)
     info = ShardInfo(name=task.name, samples=samples, bytes=path.stat().st_size, sha256=file_sha256(path))
     sidecar = {
         "fingerprint": task.fingerprint(),
