@@ -37,17 +37,9 @@ def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> l
         "data.num_workers=0",
         "data.shuffle_buffer=64",
         "model.width=0.0625",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        f"paths.output_dir={out_dir}",
-        f"logger.tracking_uri={uri}",
-        f"logger.experiment_name={experiment}",
-    ]
+    ] + _quiet_one_epoch(out_dir, uri, experiment)
 
 
 def synthetic_overrides(out_dir: Path, uri: str, experiment: str) -> list[str]:
@@ -59,15 +51,7 @@ def synthetic_overrides(out_dir: Path, uri: str, experiment: str) -> list[str]:
         "data.batch_size=16",
         "model.width=0.0625",
         "model.dropout=0.0",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        f"paths.output_dir={out_dir}",
-        f"logger.tracking_uri={uri}",
-        f"logger.experiment_name={experiment}",
-    ]
+    ] + _quiet_one_epoch(out_dir, uri, experiment)
 
 
 def runs_of(client: MlflowClient, experiment: str) -> list:
@@ -77,3 +61,17 @@ def runs_of(client: MlflowClient, experiment: str) -> list:
 
 def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(metric.step for metric in client.get_metric_history(run_id, key))
+
+
+def _quiet_one_epoch(out_dir: Path, uri: str, experiment: str) -> list[str]:
+    """One CPU epoch, logged every step into ``experiment`` at ``uri``; no sanity check, no progress bar."""
+    return [
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={out_dir}",
+        f"logger.tracking_uri={uri}",
+        f"logger.experiment_name={experiment}",
+    ]
