@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer, seed_everything
 
+from pipeline.data.synthetic import SyntheticDataModule
 from pipeline.module import AlexNetModule
-from pipeline.synthetic_data import SyntheticDataModule
 
 
 class _StepClock(Callback):

@@ -1,5 +1,7 @@
-"""``key=value`` arguments for the small data_prep commands (verify, fake, demo), in the style of the Hydra
-overrides of ``python -m data_prep``, with one-line errors for unknown keys and bad values."""
+"""``key=value`` arguments for the project's small commands (data_prep's verify, fake and demo; pipeline's
+evaluate and compare), in the style of the Hydra commands (``python -m data_prep``, ``python -m
+pipeline.train``), so that every command of the project reads the same way. One-line errors for unknown keys
+and bad values; ``--help`` lists the keys."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 EXIT_USER_ERROR = 2
+REQUIRED = ...
+
+# name -> (parser, default, help); a default of REQUIRED marks the key as required.
+Fields = dict[str, tuple[Callable[[str], Any], Any, str]]
 
 
 def fail(program: str, message: str) -> NoReturn:
@@ -24,21 +30,33 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true or false")
 
 
-def parse_overrides(
-    program: str, argv: Sequence[str], fields: dict[str, tuple[Callable[[str], Any], Any]]
-) -> dict[str, Any]:
-    """``fields``: name -> (parser, default); a default of ``...`` marks the field as required."""
-    values = {name: default for name, (_, default) in fields.items()}
-    usage = " ".join(f"{name}=..." for name in fields)
+def optional(parser: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``key=null`` (or ``none``) gives None, anything else goes to ``parser``."""
+    return lambda text: None if text.lower() in ("null", "none", "") else parser(text)
+
+
+def _usage(program: str, fields: Fields) -> str:
+    lines = [f"usage: {program} " + " ".join(f"{name}=..." for name in fields)]
+    for name, (_, default, help_text) in fields.items():
+        shown = "required" if default is REQUIRED else f"default: {default}"
+        lines.append(f"  {name:<16} {help_text} ({shown})")
+    return "\n".join(lines)
+
+
+def parse_overrides(program: str, argv: Sequence[str], fields: Fields) -> dict[str, Any]:
+    values = {name: default for name, (_, default, _) in fields.items()}
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(_usage(program, fields))
+        sys.exit(0)
     for arg in argv:
         name, sep, text = arg.partition("=")
         if not sep or name not in fields:
-            fail(program, f"unknown argument {arg!r}; usage: {program} {usage}")
+            fail(program, f"unknown argument {arg!r}\n{_usage(program, fields)}")
         try:
             values[name] = fields[name][0](text)
         except ValueError as exc:
             fail(program, f"{name}={text}: {exc}")
-    missing = [name for name, value in values.items() if value is ...]
+    missing = [name for name, value in values.items() if value is REQUIRED]
     if missing:
-        fail(program, f"missing {', '.join(f'{m}=' for m in missing)}; usage: {program} {usage}")
+        fail(program, f"missing {', '.join(f'{m}=' for m in missing)}\n{_usage(program, fields)}")
     return values

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_prep.cli import fail, parse_bool, parse_overrides
+from data_prep.cli import fail, optional, parse_bool, parse_overrides
 from data_prep.photos import awkward_format_bytes, photo_like
 
 DEMO_CLASSES = 10
@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_overrides(
         "python -m data_prep.demo",
         sys.argv[1:] if argv is None else argv,
-        {"out": (Path, Path("demo")), "workers": (int, None), "progress": (parse_bool, True)},
+        {
+            "out": (Path, Path("demo"), "folder for source/ (the demo tree) and shards/"),
+            "workers": (optional(int), None, "prep worker processes (null: one per core)"),
+            "progress": (parse_bool, True, "show progress bars"),
+        },
     )
     source = args["out"] / "source"
     try:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep import labels
-from data_prep.cli import parse_bool, parse_overrides
+from data_prep.cli import REQUIRED, parse_bool, parse_overrides
 from data_prep.photos import awkward_format_bytes, photo_like
 from data_prep.sources import TRAIN_ARCHIVE, VAL_ARCHIVE
 
@@ -210,14 +210,14 @@ def main(argv: list[str] | None = None) -> None:
         program,
         sys.argv[1:] if argv is None else argv,
         {
-            "out": (Path, ...),
-            "classes": (int, 10),
-            "train_per_class": (int, 20),
-            "val_per_class": (int, 5),
-            "layout": (str, "folders"),
-            "image_size": (_size, (500, 375)),
-            "bad_cases": (parse_bool, False),
-            "seed": (int, 0),
+            "out": (Path, REQUIRED, "folder to write the ImageNet-like tree into"),
+            "classes": (int, 10, "number of classes (real wnids)"),
+            "train_per_class": (int, 20, "train images per class"),
+            "val_per_class": (int, 5, "val images per class"),
+            "layout": (str, "folders", "folders | tarballs (the official ILSVRC2012 archives)"),
+            "image_size": (_size, (500, 375), "WIDTHxHEIGHT of every image"),
+            "bad_cases": (parse_bool, False, "add CMYK, grey, PNG-as-JPEG and broken files"),
+            "seed": (int, 0, "random seed"),
         },
     )
     out = args.pop("out")

@@ -23,16 +23,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from data_prep.atomic_files import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-pipeline-shards"
 VERSION = 1
+
+# The shard sample format: every sample is three tar members named ``<key>.<member>``, where ``key`` is the
+# source file's stem (WebDataset's ``__key__``). data_prep writes them, verify checks them, the loader reads
+# them.
+SAMPLE_IMAGE = "jpg"  # the JPEG bytes (RGB, baseline), resized as the manifest's settings say
+SAMPLE_LABEL = "cls"  # the class index as ASCII digits, an index into the manifest's ``classes``
+SAMPLE_META = "json"  # {"wnid": ..., "source_size": [width, height]} of the source image
+SAMPLE_MEMBERS = (SAMPLE_LABEL, SAMPLE_IMAGE, SAMPLE_META)  # the order each sample's members are written in
 
 
 @dataclass(frozen=True)
@@ -163,40 +170,6 @@ def load_manifest(root: str | os.PathLike[str]) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); rerun data_prep to rewrite it") from exc
     return manifest_from_dict(data, root)
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; finished outputs get the permissions any new file would have (0644 usually)
-FILE_MODE = 0o666 & ~_read_umask()
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A file written under a temporary name in the same directory, fsynced, then renamed over ``path``:
-    readers never see half a file, and a crash leaves only a temporary file (removed on the next run)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_file(path) as stream:
-        json.dump(data, stream, indent=1, sort_keys=False)
-        stream.write("\n")
 
 
 def save_manifest(manifest: Manifest) -> Path:

@@ -17,8 +17,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.atomic_files import atomic_file, write_json_atomic
 from data_prep.images import Encoded, encode_image
-from data_prep.manifest import ShardInfo, atomic_file, write_json_atomic
+from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL, SAMPLE_META, ShardInfo
 from data_prep.sources import SampleRef, read_sample
 from data_prep.stats import PixelSums
 
@@ -66,11 +67,8 @@ class ShardResult:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def sample_json(wnid: str, encoded: Encoded) -> bytes:
@@ -116,8 +114,9 @@ def _write_tar(task: ShardTask, stream: io.BufferedWriter, on_sample) -> tuple[i
             if in_stats and encoded.pixels is not None:
                 sums.add_image(encoded.pixels[::STATS_STRIDE, ::STATS_STRIDE])
             meta = sample_json(ref.wnid or "", encoded)
-            for extension, data in (("cls", str(label).encode()), ("jpg", encoded.jpeg), ("json", meta)):
-                _add_member(tar, f"{ref.key}.{extension}", data)
+            members = {SAMPLE_LABEL: str(label).encode(), SAMPLE_IMAGE: encoded.jpeg, SAMPLE_META: meta}
+            for member, data in members.items():
+                _add_member(tar, f"{ref.key}.{member}", data)
             written += 1
     return written, rejected, sums
 

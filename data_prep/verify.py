@@ -7,15 +7,13 @@ manifest to check against.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import tarfile
 from pathlib import Path
 
-from data_prep.cli import fail, parse_overrides
-from data_prep.manifest import Manifest, ShardInfo, load_manifest
-
-SAMPLE_MEMBERS = ("cls", "jpg", "json")
+from data_prep.cli import REQUIRED, fail, parse_overrides
+from data_prep.manifest import SAMPLE_MEMBERS, Manifest, ShardInfo, load_manifest
+from data_prep.shards import file_sha256
 
 
 def _count_samples(path: Path) -> tuple[int, str | None]:
@@ -41,12 +39,9 @@ def check_shard(root: Path, shard: ShardInfo) -> str | None:
     size = path.stat().st_size
     if size != shard.bytes:
         return f"{shard.name}: {size} bytes, manifest says {shard.bytes}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != shard.sha256:
-        return f"{shard.name}: sha256 {digest.hexdigest()[:16]}..., manifest says {shard.sha256[:16]}..."
+    sha256 = file_sha256(path)
+    if sha256 != shard.sha256:
+        return f"{shard.name}: sha256 {sha256[:16]}..., manifest says {shard.sha256[:16]}..."
     try:
         samples, problem = _count_samples(path)
     except tarfile.TarError as exc:
@@ -74,7 +69,11 @@ def verify_shards(manifest: Manifest) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     program = "python -m data_prep.verify"
-    args = parse_overrides(program, sys.argv[1:] if argv is None else argv, {"out": (Path, ...)})
+    args = parse_overrides(
+        program,
+        sys.argv[1:] if argv is None else argv,
+        {"out": (Path, REQUIRED, "prep output folder (holding manifest.json)")},
+    )
     try:
         manifest = load_manifest(args["out"])
     except (FileNotFoundError, ValueError) as exc:

@@ -1,24 +1,21 @@
-"""Training callbacks: throughput, conv1 kernel figure (the paper's Figure 3), MLflow artifacts, run id."""
+"""Training callbacks: throughput, conv1 kernel figure (the paper's Figure 3), best checkpoint, SIGTERM."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: cluster nodes have no display
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torchvision.utils import make_grid, save_image
 
-from pipeline.tracking import CKPT_RUN_ID_KEY
+from pipeline.tracking import keys
+
+TILE_SCALE = 4
 
 
 def _mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
@@ -29,7 +26,7 @@ class ImagesPerSecond(Callback):
     """Logs ``throughput/images_per_s``: training images per second over all ranks, averaged over each logging
     window of ``trainer.log_every_n_steps`` steps, data loading included (the rate a user actually gets)."""
 
-    KEY = "throughput/images_per_s"
+    KEY = keys.IMAGES_PER_S
 
     def __init__(self) -> None:
         self._window_start: float | None = None
@@ -55,23 +52,14 @@ class ImagesPerSecond(Callback):
 def conv1_kernel_figure(weight: torch.Tensor, path: Path, groups: int = 2) -> Path:
     """Draws conv1's kernels as RGB tiles, one row block per tower, as the paper's Figure 3 (96 kernels,
     11x11x3, the top half learned on GPU 1, the bottom half on GPU 2). Each kernel is scaled to [0, 1] on its
-    own."""
+    own; tiles are enlarged 4x (nearest) so that an 11x11 kernel is visible at a glance."""
     kernels = weight.detach().float().cpu()
     count = kernels.shape[0]
-    low = kernels.amin(dim=(1, 2, 3), keepdim=True)
-    high = kernels.amax(dim=(1, 2, 3), keepdim=True)
-    tiles = ((kernels - low) / (high - low).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()
     columns = min(count, 16) if count % groups else max(1, min(count // groups, 16))
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < count:
-            axis.imshow(np.clip(tiles[index], 0.0, 1.0), interpolation="nearest")
-    figure.suptitle(f"conv1: {count} kernels {tuple(kernels.shape[1:])}", fontsize=8)
+    tiles = torch.nn.functional.interpolate(kernels, scale_factor=TILE_SCALE, mode="nearest")
+    grid = make_grid(tiles, nrow=columns, padding=2, normalize=True, scale_each=True, pad_value=1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_image(grid, path)
     return path
 
 
@@ -88,7 +76,7 @@ class Conv1KernelFigure(Callback):
         path = conv1_kernel_figure(weight, self.out_dir / "conv1_kernels.png")
         logger = _mlflow_logger(trainer)
         if logger is not None:
-            logger.experiment.log_artifact(logger.run_id, str(path), "figures")
+            logger.experiment.log_artifact(logger.run_id, str(path), keys.ARTIFACT_FIGURES)
 
 
 class BestCheckpointArtifact(Callback):
@@ -101,24 +89,8 @@ class BestCheckpointArtifact(Callback):
             return
         best = checkpoint.best_model_path
         if best and Path(best).is_file():
-            logger.experiment.log_artifact(logger.run_id, best, "checkpoints")
-            logger.experiment.set_tag(logger.run_id, "best_checkpoint", best)
-
-
-class RunIdBroadcast(Callback):
-    """Gets rank 0's MLflow run id to every rank once the process group exists (ranks started by torchrun or
-    srun did not inherit it), and stores it in every checkpoint so ``ckpt_path=`` resumes the same run."""
-
-    def __init__(self, run_id: str | None) -> None:
-        self.run_id = run_id
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.run_id = trainer.strategy.broadcast(self.run_id, src=0)
-
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[CKPT_RUN_ID_KEY] = self.run_id
+            logger.experiment.log_artifact(logger.run_id, best, keys.ARTIFACT_CHECKPOINTS)
+            logger.experiment.set_tag(logger.run_id, keys.TAG_BEST_CHECKPOINT, best)
 
 
 class CheckpointOnSigterm(Callback):

@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.models import AlexNet, SplitAlexNet
+from pipeline.tracking import keys
 
 
 def build_net(
@@ -107,13 +108,15 @@ class AlexNetModule(LightningModule):
             self.train_top1.update(logits, labels)
             step_error = 1.0 - (logits.argmax(dim=1) == labels).float().mean()
         # on_step only: Lightning appends _step/_epoch to the key when both are on.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/top1_error", step_error, on_step=True, on_epoch=False)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self.log(keys.TRAIN_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log(keys.TRAIN_TOP1, step_error, on_step=True, on_epoch=False)
+        self.log(
+            keys.LEARNING_RATE, self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/epoch_top1_error", 1.0 - self.train_top1.compute())
+        self.log(keys.TRAIN_EPOCH_TOP1, 1.0 - self.train_top1.compute())
         self.train_top1.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -123,15 +126,15 @@ class AlexNetModule(LightningModule):
         loss = F.cross_entropy(logits, labels)
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.numel())
+        self.log(keys.VAL_LOSS, loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.numel())
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # a partial pass must not feed the lr schedule
             self.val_top1.reset()
             self.val_top5.reset()
             return
-        self.log("val/top1_error", 1.0 - self.val_top1.compute(), prog_bar=True)
-        self.log("val/top5_error", 1.0 - self.val_top5.compute())
+        self.log(keys.VAL_TOP1, 1.0 - self.val_top1.compute(), prog_bar=True)
+        self.log(keys.VAL_TOP5, 1.0 - self.val_top5.compute())
         self.val_top1.reset()
         self.val_top5.reset()
 
@@ -152,7 +155,7 @@ class AlexNetModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {
                 "scheduler": scheduler,
-                "monitor": "val/top1_error",
+                "monitor": keys.VAL_TOP1,
                 "interval": "epoch",
                 "frequency": 1,
                 "strict": False,  # without validation (limit_val_batches=0) the lr just stays, with a warning

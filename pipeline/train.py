@@ -9,7 +9,6 @@ optimisation steps.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +18,9 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
-
 # torch, Lightning and MLflow load inside the functions: a mistyped override then fails in a second, not ten.
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -89,76 +85,6 @@ def _check_split(split_devices: Any, trainer: Trainer) -> None:
         )
 
 
-def _resume_target(cfg: DictConfig, ckpt_dir: Path, uri: str) -> tuple[Path | None, str | None]:
-    """(checkpoint to resume, MLflow run to continue): resume_run_id, else ckpt_path, else an existing
-    ``<ckpt_dir>/last.ckpt`` (a requeued job), else a fresh start."""
-    from mlflow.tracking import MlflowClient
-
-    if cfg.get("resume_run_id"):
-        run_id = str(cfg.resume_run_id)
-        if cfg.get("ckpt_path"):
-            return Path(cfg.ckpt_path), run_id
-        return tracking.checkpoint_of_run(MlflowClient(uri), run_id), run_id
-    if cfg.get("ckpt_path"):
-        ckpt = Path(cfg.ckpt_path)
-        if not ckpt.is_file():
-            raise ValueError(f"ckpt_path={ckpt}: no such checkpoint file")
-        return ckpt, tracking.run_id_in_checkpoint(ckpt)
-    # Lightning's SLURM pre-emption handler writes hpc_ckpt_N.ckpt (default_root_dir = ckpt_dir): newest wins
-    candidates = [
-        path for path in (ckpt_dir / "last.ckpt", *ckpt_dir.glob("hpc_ckpt_*.ckpt")) if path.is_file()
-    ]
-    if candidates:
-        newest = max(candidates, key=lambda path: path.stat().st_mtime)
-        return newest, tracking.read_run_record(ckpt_dir) or tracking.run_id_in_checkpoint(newest)
-    # Stopped before its first checkpoint: start over, but in the same MLflow run.
-    return None, tracking.read_run_record(ckpt_dir)
-
-
-def _start_run(
-    cfg: DictConfig, trainer: Trainer, client: MlflowClient, ckpt_dir: Path, run_id: str | None
-) -> str:
-    run_name = f"{cfg.name}-seed{cfg.seed}"
-    tags = tracking.run_tags(
-        name=str(cfg.name),
-        seed=int(cfg.seed),
-        study=study_name(cfg, run_name),
-        world_size=trainer.world_size,
-        strategy=type(trainer.strategy).__name__,
-    )
-    tags[tracking.CKPT_DIR_TAG] = str(ckpt_dir.resolve())
-    if run_id is not None:
-        client_run = _existing_run(client, run_id)
-        if client_run:
-            tracking.reopen_run(client, run_id, tags)
-            log.info("continuing MLflow run %s", run_id)
-            return run_id
-        log.warning("MLflow run %s of the checkpoint is not in this store; starting a new run", run_id)
-    params = dict(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-    run_id = tracking.create_run(client, cfg.logger.experiment_name, run_name, tags, params)
-    log.info("MLflow run %s (%s)", run_id, run_name)
-    return run_id
-
-
-def _existing_run(client: MlflowClient, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        return False
-    return True
-
-
-def _log_resolved_config(client: MlflowClient, run_id: str, cfg: DictConfig, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "config.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
-    client.log_artifact(run_id, str(path))
-
-
 def _build(cfg: DictConfig, trainer: Trainer) -> tuple[LightningDataModule, LightningModule]:
     datamodule: LightningDataModule = instantiate(
         cfg.data, batch_size=per_device_batch(int(cfg.data.batch_size), trainer.world_size)
@@ -168,63 +94,56 @@ def _build(cfg: DictConfig, trainer: Trainer) -> tuple[LightningDataModule, Ligh
     return datamodule, module
 
 
+def _run_tags(cfg: DictConfig, trainer: Trainer, run_name: str) -> dict[str, str]:
+    from pipeline.tracking.store import run_tags
+
+    return run_tags(
+        name=str(cfg.name),
+        seed=int(cfg.seed),
+        study=study_name(cfg, run_name),
+        world_size=trainer.world_size,
+        strategy=type(trainer.strategy).__name__,
+    )
+
+
+def _results(trainer: Trainer, run_id: str | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    metrics["run_id"] = run_id
+    metrics["best_checkpoint"] = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
+    return metrics
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one job into one MLflow run; returns the final metrics, ``run_id`` and ``best_checkpoint``."""
     from lightning.pytorch import seed_everything
-    from lightning.pytorch.loggers import MLFlowLogger
-    from mlflow.tracking import MlflowClient
 
-    from pipeline.callbacks import CheckpointOnSigterm, RunIdBroadcast
+    from pipeline.callbacks import CheckpointOnSigterm
+    from pipeline.tracking.identity import RunIdentity
+    from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
 
-    rank = tracking.launch_rank()
-    uri = tracking.resolve_tracking_uri(cfg.logger.get("tracking_uri"))
-    if rank == 0:
-        tracking.check_reachable(uri)
+    ckpt_dir = Path(cfg.paths.ckpt_dir)
+    identity = RunIdentity.resolve(
+        tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")),
+        experiment_name=resolve_experiment_name(cfg.logger.get("experiment_name")),
+        ckpt_dir=ckpt_dir,
+        resume_run_id=cfg.get("resume_run_id"),
+        ckpt_path=cfg.get("ckpt_path"),
+    )
     seed_everything(int(cfg.seed), workers=True)
     trainer = _instantiate_trainer(cfg)
     datamodule, module = _build(cfg, trainer)
-    ckpt_dir = Path(cfg.paths.ckpt_dir)
-    client = MlflowClient(uri) if rank == 0 else None
-    launched_here = tracking.RUN_ID_ENV not in os.environ  # Lightning's ddp children inherit the run id
-    if launched_here:
-        ckpt_path, run_id = _resume_target(cfg, ckpt_dir, uri)
-        if rank == 0:
-            run_id = _start_run(cfg, trainer, client, ckpt_dir, run_id)
-            tracking.write_run_record(ckpt_dir, run_id, uri)
-            _log_resolved_config(client, run_id, cfg, Path(cfg.paths.output_dir))
-    else:
-        run_id = os.environ[tracking.RUN_ID_ENV]
-        ckpt_path = (
-            Path(os.environ[tracking.CKPT_PATH_ENV]) if os.environ.get(tracking.CKPT_PATH_ENV) else None
-        )
-    logger = MLFlowLogger(
-        experiment_name=cfg.logger.experiment_name,
-        run_name=f"{cfg.name}-seed{cfg.seed}",
-        tracking_uri=uri,
-        run_id=run_id,
-        log_model=False,
+    run_name = f"{cfg.name}-seed{cfg.seed}"
+    identity = identity.open(
+        run_name=run_name,
+        tags=_run_tags(cfg, trainer, run_name),
+        params=dict(flatten(OmegaConf.to_container(cfg, resolve=True))),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
-    trainer.loggers = [logger]
-    trainer.callbacks.append(RunIdBroadcast(run_id))
-    trainer.callbacks.append(CheckpointOnSigterm(ckpt_dir / "last.ckpt"))
-    if launched_here and run_id is not None:
-        os.environ[tracking.RUN_ID_ENV] = run_id
-        os.environ[tracking.CKPT_PATH_ENV] = str(ckpt_path or "")
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except BaseException:
-        if client is not None and run_id is not None:
-            tracking.mark_failed(client, run_id)
-        raise
-    finally:
-        if launched_here:  # a sequential multirun must not hand this run id to the next job
-            os.environ.pop(tracking.RUN_ID_ENV, None)
-            os.environ.pop(tracking.CKPT_PATH_ENV, None)
-    metrics: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
-    metrics["run_id"] = run_id
-    metrics["best_checkpoint"] = getattr(checkpoint, "best_model_path", None) or None
-    return metrics
+    trainer.loggers = [identity.logger(run_name)]
+    trainer.callbacks += [identity.share(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
+    with identity.running():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path)
+    return _results(trainer, identity.run_id)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -14,7 +14,7 @@ echo "== 2/3 the study: baseline and no_lrn, seeds 1 and 2 (study tag: $study)"
 "$py" -m pipeline.train -m profile=demo +experiment=baseline,no_lrn seed=1,2 study="$study"
 
 echo "== 3/3 the ablation table (also logged as a report run, with figures)"
-"$py" -m pipeline.compare --study "$study" --out "reports/$study"
+"$py" -m pipeline.compare study="$study" out="reports/$study"
 
 cat <<MSG
 

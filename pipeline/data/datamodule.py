@@ -14,7 +14,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
-from pipeline.data.pipeline import EpochDataLoader, EvalStream, TrainStream
+from pipeline.data.streams import EpochDataLoader, EvalStream, TrainStream
 from pipeline.data.transforms import CenterCrop, TrainCrop, pca_lighting_shift, to_model_input
 
 PIXEL_MAX = 255.0

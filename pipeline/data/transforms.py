@@ -3,8 +3,8 @@
 Per sample, in the DataLoader workers, on uint8 tensors: JPEG decode, a random (train) or centre (eval) crop,
 a horizontal flip. Per batch, once, on the training device: float conversion, the paper's PCA colour noise
 (train only) and per-channel mean subtraction. Converting to float per sample costs ~0.45 ms/image on this
-CPU (DESIGN.md); per batch it is one vectorised op, and uint8 batches cross the worker pipe at a quarter the
-bytes.
+CPU (docs/benchmarks.md); per batch it is one vectorised op, and uint8 batches cross the worker pipe at a
+quarter the bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
+
+from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL
 
 # torchvision 0.29 warns on *every* decode_jpeg call that TorchCodec will supersede its image codecs. We keep
 # torchvision's libjpeg-turbo decoder (a pinned dependency, as fast as any CPU decoder for 256-px JPEGs;
@@ -39,12 +41,12 @@ class CorruptSampleError(ValueError):
 
 
 def decode_sample(sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
-    """WebDataset sample (``jpg`` bytes, ``cls`` text) -> (uint8 RGB [3, H, W], class index)."""
+    """WebDataset sample (JPEG bytes, class index text) -> (uint8 RGB [3, H, W], class index)."""
     key, url = str(sample.get("__key__")), str(sample.get("__url__"))
     try:
-        label = int(sample["cls"])
+        label = int(sample[SAMPLE_LABEL])
         # bytearray: torch.frombuffer warns on read-only buffers (bytes); the ~100 KB copy is negligible.
-        data = torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8)
+        data = torch.frombuffer(bytearray(sample[SAMPLE_IMAGE]), dtype=torch.uint8)
         image = _decode_jpeg_rgb(data)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise CorruptSampleError(key, url, f"{type(exc).__name__}: {exc}") from exc

@@ -17,8 +17,8 @@ import pytest
 from compare_helpers import OTHER_STUDY, REPO_ROOT, TrainedStudy
 
 from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
-from pipeline.report_figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
-from pipeline.study_runs import epoch_history
+from pipeline.report.figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
+from pipeline.report.runs import epoch_history
 
 pytestmark = pytest.mark.slow  # the shared study takes about a minute of real training
 
@@ -164,23 +164,23 @@ def test_figures_are_written_and_logged_in_a_report_run(trained_study: TrainedSt
 
 def test_cli_json_and_csv_for_scripts_without_logging(trained_study: TrainedStudy, tmp_path: Path, capsys):
     before = len(report_runs(trained_study))
-    common = ["--tracking-uri", trained_study.tracking_uri, "--experiment", trained_study.experiment_name,
-              "--study", trained_study.study, "--out", str(tmp_path), "--no-log"]  # fmt: skip
-    assert main([*common, "--format", "json"]) == 0
+    common = [f"tracking_uri={trained_study.tracking_uri}", f"experiment={trained_study.experiment_name}",
+              f"study={trained_study.study}", f"out={tmp_path}", "log=false"]  # fmt: skip
+    assert main([*common, "format=json"]) == 0
     document = json.loads(capsys.readouterr().out)
     groups = [(row["experiment"], row["n_runs"]) for row in document["rows"]]
     assert groups == [("baseline", 2), ("no_lrn", 2)]
     assert [item["run_name"] for item in document["set_aside"]] == ["no_lrn-seed3"]
-    assert main([*common, "--format", "csv"]) == 0
+    assert main([*common, "format=csv"]) == 0
     assert capsys.readouterr().out == (tmp_path / "table.csv").read_text()
     assert len(report_runs(trained_study)) == before
 
 
 def test_cli_rich_table_in_a_subprocess(trained_study: TrainedStudy, tmp_path: Path):
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.compare", "--tracking-uri", trained_study.tracking_uri,
-         "--experiment", trained_study.experiment_name, "--study", trained_study.study,
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "pipeline.compare", f"tracking_uri={trained_study.tracking_uri}",
+         f"experiment={trained_study.experiment_name}", f"study={trained_study.study}",
+         f"out={tmp_path}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=cli_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -190,8 +190,8 @@ def test_cli_rich_table_in_a_subprocess(trained_study: TrainedStudy, tmp_path: P
 
 
 def test_unknown_study_is_a_clear_error(trained_study: TrainedStudy, tmp_path: Path, capsys):
-    argv = ["--tracking-uri", trained_study.tracking_uri, "--experiment", trained_study.experiment_name,
-            "--study", "no-such-study", "--out", str(tmp_path)]  # fmt: skip
+    argv = [f"tracking_uri={trained_study.tracking_uri}", f"experiment={trained_study.experiment_name}",
+            "study=no-such-study", f"out={tmp_path}"]  # fmt: skip
     assert main(argv) == 2
     assert "no training runs with tag study='no-such-study'" in capsys.readouterr().err
 

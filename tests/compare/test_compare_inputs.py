@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.compare import main
-from pipeline.paper import PAPER_ABLATIONS, experiment_sort_key, paper_change
+from pipeline.report.paper import PAPER_ABLATIONS, experiment_sort_key, paper_change
 
 
 def test_paper_changes_are_the_published_reductions_as_increases_without_the_component():
@@ -34,16 +34,17 @@ def test_unknown_paper_metric_is_a_value_error():
 
 def test_missing_sqlite_store_is_named_and_not_created(tmp_path: Path, capsys):
     store = tmp_path / "nowhere.db"
-    assert main(["--tracking-uri", f"sqlite:///{store}", "--out", str(tmp_path / "out")]) == 2
+    assert main([f"tracking_uri=sqlite:///{store}", f"out={tmp_path / 'out'}"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: no MLflow store at") and str(store) in error and "--tracking-uri" in error
+    assert error.startswith("python -m pipeline.compare: error: no MLflow store at")
+    assert str(store) in error and "tracking_uri=" in error
     assert not store.exists()  # opening it would have created an empty store
 
 
 def test_unknown_experiment_lists_the_stores_experiments(tmp_path: Path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("alexnet-study")
-    assert main(["--tracking-uri", uri, "--experiment", "alexnt", "--out", str(tmp_path / "out")]) == 2
+    assert main([f"tracking_uri={uri}", "experiment=alexnt", f"out={tmp_path / 'out'}"]) == 2
     error = capsys.readouterr().err
     assert "no MLflow experiment named 'alexnt'" in error and "alexnet-study" in error
 
@@ -51,6 +52,6 @@ def test_unknown_experiment_lists_the_stores_experiments(tmp_path: Path, capsys)
 def test_experiment_without_runs_is_an_error(tmp_path: Path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("empty")
-    assert main(["--tracking-uri", uri, "--experiment", "empty", "--out", str(tmp_path / "out")]) == 2
+    assert main([f"tracking_uri={uri}", "experiment=empty", f"out={tmp_path / 'out'}"]) == 2
     assert "no training runs in MLflow experiment 'empty'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.data import ShardDataModule
-from pipeline.data.shards import epoch_shards
+from pipeline.data.spans import epoch_shards
 
 CROP = 56  # crops of the fixtures' 64x64 images (conftest.py)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.models.alexnet import AlexNet, GroupedLocalResponseNorm
 
-# DESIGN.md's table (Caffe's log of bvlc_alexnet at a 227x227 input): output shape of every layer.
+# docs/design.md's table (Caffe's log of bvlc_alexnet at a 227x227 input): output shape of every layer.
 PAPER_SHAPES = {
     "conv1": (96, 55, 55),
     "pool1": (96, 27, 27),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from lightning.pytorch import Trainer
 from train_helpers import compose_train, runs_of, shard_overrides
 
 from pipeline.data import ShardDataModule
-from pipeline.evaluate import evaluate, main
+from pipeline.evaluate import _data_config_of, eval_datamodule, evaluate, main
 from pipeline.module import AlexNetModule
 from pipeline.train import train
 
@@ -20,24 +21,29 @@ EVAL_KEYS = {
 
 
 def test_evaluate_logs_both_protocols_into_the_training_run(demo_shards, tmp_path, mlflow_uri, client):
-    result = train(compose_train(shard_overrides(demo_shards, tmp_path / "out", mlflow_uri, "evaluate")))
+    overrides = shard_overrides(demo_shards, tmp_path / "out", mlflow_uri, "evaluate")
+    result = train(compose_train([*overrides, "data.mean_subtraction=false"]))
 
-    args = [
-        "--run-id",
-        result["run_id"],
-        "--tracking-uri",
-        mlflow_uri,
-        "--batch-size",
-        "8",
-        "--num-workers",
-        "0",
-    ]
-    assert main([*args, "--limit-batches", "2"]) == 0
+    args = [f"run_id={result['run_id']}", f"tracking_uri={mlflow_uri}", "batch_size=8", "num_workers=0"]
+    assert main([*args, "limit_batches=2"]) == 0
 
     [run] = runs_of(client, "evaluate")
     assert set(run.data.metrics) >= EVAL_KEYS
     for key in EVAL_KEYS:
         assert 0.0 <= run.data.metrics[key] <= 1.0
+    # The run's own data settings, not the defaults: it trained without mean subtraction.
+    data_config = _data_config_of(client, result["run_id"], tmp_path)
+    assert data_config["mean_subtraction"] is False
+    assert data_config["root"] == str(demo_shards)
+    rebuilt = eval_datamodule(data_config, data_root=None, batch_size=8, num_workers=0, crop_size=227)
+    assert rebuilt.mean_subtraction is False and rebuilt.pca_lighting == 0.0
+
+
+def test_evaluate_needs_exactly_one_of_run_and_checkpoint(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["batch_size=8"])
+    assert exit_info.value.code == 2
+    assert "exactly one of run_id=ID and checkpoint=PATH" in capsys.readouterr().err
 
 
 def test_the_centre_crop_of_ten_is_the_validation_crop(demo_shards):

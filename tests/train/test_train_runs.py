@@ -88,7 +88,7 @@ def test_an_unreachable_server_fails_fast_naming_it(tmp_path):
 
 
 def test_tracking_uri_defaults_to_an_absolute_sqlite_file(tmp_path, monkeypatch):
-    from pipeline.tracking import resolve_tracking_uri
+    from pipeline.tracking.store import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -24,7 +24,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.data.shards import SkipCounter, epoch_shards, even_range, read_spans, take_samples
+from pipeline.data.spans import SkipCounter, epoch_shards, even_range, read_spans, take_samples
 from pipeline.data.transforms import collate
 
 Batch = tuple[torch.Tensor, torch.Tensor]

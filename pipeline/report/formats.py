@@ -10,9 +10,9 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.ablation_table import ERROR_COLUMNS, AblationRow, ErrorSummary, present_columns
-from pipeline.paper import BASELINE_EXPERIMENT, PAPER_BASELINE_TOP1_ERROR, PAPER_BASELINE_TOP5_ERROR
-from pipeline.study_runs import SetAsideRun, StudyRuns
+from pipeline.report.paper import BASELINE_EXPERIMENT, PAPER_BASELINE_TOP1_ERROR, PAPER_BASELINE_TOP5_ERROR
+from pipeline.report.runs import SetAsideRun, StudyRuns
+from pipeline.report.table import ERROR_COLUMNS, AblationRow, ErrorSummary, present_columns
 
 COLUMN_TITLES = {
     "top1": "top-1",

@@ -3,7 +3,7 @@ the baseline beside the paper's published change.
 
 Errors are percentages here (the runs log fractions). A change is the experiment's mean error minus the
 baseline's, in percentage points: positive means the ablation raised the error, the sign in which the paper's
-reductions are stored in `pipeline.paper`.
+reductions are stored in `pipeline.report.paper`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.paper import BASELINE_EXPERIMENT, PAPER_ABLATIONS, experiment_sort_key, paper_change
-from pipeline.study_runs import TENCROP_TOP1, TENCROP_TOP5, VAL_TOP1, VAL_TOP5, TrainingRun
+from pipeline.report.paper import BASELINE_EXPERIMENT, PAPER_ABLATIONS, experiment_sort_key, paper_change
+from pipeline.report.runs import TENCROP_TOP1, TENCROP_TOP5, VAL_TOP1, VAL_TOP5, TrainingRun
 
 # Table columns: (key, metric logged by the runs, paper metric the change is compared with).
 ERROR_COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -15,22 +15,19 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from pipeline import tracking
+from pipeline.tracking import store
 
 log = logging.getLogger(__name__)
 
 
-def prepare_tracking_store(tracking_uri: str | None, experiment_name: str) -> str:
+def prepare_tracking_store(tracking_uri: str | None, experiment_name: str | None) -> str:
     """Creates the store behind ``tracking_uri`` (resolved as pipeline.train does) and the experiment; returns
     the experiment id."""
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is not None and experiment.lifecycle_stage != "deleted":
-        return str(experiment.experiment_id)
-    experiment_id = str(client.create_experiment(experiment_name))
-    log.info("created MLflow experiment %s (%s) in %s", experiment_name, experiment_id, uri)
+    uri = store.resolve_tracking_uri(tracking_uri)
+    store.check_reachable(uri)
+    name = store.resolve_experiment_name(experiment_name)
+    experiment_id = store.get_or_create_experiment(MlflowClient(uri), name)
+    log.info("MLflow experiment %s (%s) ready in %s", name, experiment_id, uri)
     return experiment_id
 
 
@@ -38,4 +35,4 @@ class PrepareTrackingStore(Callback):
     """Runs :func:`prepare_tracking_store` in the submitting process at the start of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_tracking_store(config.logger.get("tracking_uri"), str(config.logger.experiment_name))
+        prepare_tracking_store(config.logger.get("tracking_uri"), config.logger.get("experiment_name"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -17,9 +16,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from pipeline.ablation_table import AblationRow  # noqa: E402
-from pipeline.paper import BASELINE_EXPERIMENT, experiment_sort_key  # noqa: E402
-from pipeline.study_runs import TRAIN_EPOCH_TOP1, VAL_TOP1, TrainingRun, epoch_history  # noqa: E402
+from data_prep.atomic_files import atomic_file  # noqa: E402
+from pipeline.report.paper import BASELINE_EXPERIMENT, experiment_sort_key  # noqa: E402
+from pipeline.report.runs import TRAIN_EPOCH_TOP1, VAL_TOP1, TrainingRun, epoch_history  # noqa: E402
+from pipeline.report.table import AblationRow  # noqa: E402
 
 # Per experiment, per run id: the run's curve as {epoch (0-based, as Lightning counts): error %}.
 Curves = dict[str, dict[str, dict[int, float]]]
@@ -50,10 +50,9 @@ def mean_band(seed_curves: list[dict[int, float]]) -> tuple[np.ndarray, np.ndarr
 
 
 def _save_atomic(figure: Figure, path: Path) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    figure.savefig(partial, format="png", dpi=120, bbox_inches="tight")
+    with atomic_file(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    os.replace(partial, path)
     return path
 
 

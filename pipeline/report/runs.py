@@ -7,26 +7,20 @@ instead of silently averaging it in or dropping it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-DEFAULT_TRACKING_URI = "sqlite:///./mlflow.db"
-DEFAULT_EXPERIMENT_NAME = "alexnet"
+from pipeline.tracking import keys
 
-# Report runs carry this tag so the next comparison does not read them as training runs.
-REPORT_KIND_TAG = "kind"
-REPORT_KIND_VALUE = "report"
-
-VAL_TOP1 = "val/top1_error"
-VAL_TOP5 = "val/top5_error"
-TENCROP_TOP1 = "eval/tencrop_top1_error"
-TENCROP_TOP5 = "eval/tencrop_top5_error"
-TRAIN_EPOCH_TOP1 = "train/epoch_top1_error"
-EPOCH = "epoch"
+# The names this module reads, as training writes them.
+VAL_TOP1 = keys.VAL_TOP1
+VAL_TOP5 = keys.VAL_TOP5
+TENCROP_TOP1 = keys.TENCROP_TOP1
+TENCROP_TOP5 = keys.TENCROP_TOP5
+TRAIN_EPOCH_TOP1 = keys.TRAIN_EPOCH_TOP1
+EPOCH = keys.EPOCH
 
 
 @dataclass(frozen=True)
@@ -58,27 +52,13 @@ class StudyRuns:
     set_aside: list[SetAsideRun]
 
 
-def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """The explicit URI, else MLFLOW_TRACKING_URI, else the embedded sqlite store in the working directory."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        # Opening a missing sqlite file would silently create an empty store and report "no runs".
-        db_path = Path(uri.removeprefix("sqlite:///"))
-        if not db_path.is_file():
-            raise ValueError(
-                f"no MLflow store at {db_path.resolve()} (tracking URI {uri}): run a training first, "
-                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to the store that holds the study"
-            )
-    return uri
-
-
 def _to_training_run(run: Run) -> TrainingRun:
     tags = run.data.tags
     return TrainingRun(
         run_id=run.info.run_id,
         run_name=run.info.run_name or run.info.run_id,
-        experiment=tags.get("experiment", ""),
-        seed=tags.get("seed", ""),
+        experiment=tags.get(keys.TAG_EXPERIMENT, ""),
+        seed=tags.get(keys.TAG_SEED, ""),
         status=run.info.status,
         final_metrics=dict(run.data.metrics),
     )
@@ -86,7 +66,7 @@ def _to_training_run(run: Run) -> TrainingRun:
 
 def _set_aside_reason(run: TrainingRun) -> str | None:
     if not run.experiment:
-        return "no 'experiment' tag"
+        return f"no '{keys.TAG_EXPERIMENT}' tag"
     if run.status != "FINISHED":
         return f"status {run.status}"
     if VAL_TOP1 not in run.final_metrics or VAL_TOP5 not in run.final_metrics:
@@ -124,11 +104,11 @@ def load_study_runs(client: MlflowClient, experiment_name: str, study: str | Non
     filter_string = ""
     if study is not None:
         escaped = study.replace("'", "\\'")
-        filter_string = f"tags.study = '{escaped}'"
+        filter_string = f"tags.{keys.TAG_STUDY} = '{escaped}'"
     found = [
         run
         for run in _search_all(client, experiment.experiment_id, filter_string)
-        if run.data.tags.get(REPORT_KIND_TAG) != REPORT_KIND_VALUE
+        if run.data.tags.get(keys.TAG_KIND) != keys.KIND_REPORT
     ]
     if not found:
         where = f"with tag study={study!r} " if study is not None else ""

@@ -1,0 +1,55 @@
+"""The names that training, evaluation and the report share: metric keys, run tags, checkpoint keys.
+
+Defined once here and imported on both sides, so that a rename cannot break a reader silently. Imports
+nothing: the report wing and the entries may import it without pulling in torch or MLflow.
+"""
+
+from __future__ import annotations
+
+DEFAULT_EXPERIMENT_NAME = "alexnet"  # logger.experiment_name: null means this one
+
+# Metrics. Errors are fractions in [0, 1]; train/* per step, val/* and train/epoch_* per epoch.
+TRAIN_LOSS = "train/loss"
+TRAIN_TOP1 = "train/top1_error"
+TRAIN_EPOCH_TOP1 = "train/epoch_top1_error"
+VAL_LOSS = "val/loss"
+VAL_TOP1 = "val/top1_error"
+VAL_TOP5 = "val/top5_error"
+LEARNING_RATE = "lr"
+IMAGES_PER_S = "throughput/images_per_s"
+EPOCH = "epoch"  # Lightning logs it at the step of every other metric
+
+
+def eval_key(crops: str, k: int) -> str:
+    """``eval/{center,tencrop}_top{1,5}_error``: the paper's test protocol, logged by pipeline.evaluate."""
+    return f"eval/{crops}_top{k}_error"
+
+
+CENTER_TOP1 = eval_key("center", 1)
+CENTER_TOP5 = eval_key("center", 5)
+TENCROP_TOP1 = eval_key("tencrop", 1)
+TENCROP_TOP5 = eval_key("tencrop", 5)
+
+# Tags of a training run.
+TAG_EXPERIMENT = "experiment"  # the experiment config's name (baseline, no_lrn, ...): the table's groups
+TAG_SEED = "seed"
+TAG_STUDY = "study"  # the sweep (or study=) that a run belongs to
+TAG_GIT_COMMIT = "git_commit"
+TAG_GIT_DIRTY = "git_dirty"
+TAG_HOST = "host"
+TAG_WORLD_SIZE = "world_size"
+TAG_STRATEGY = "strategy"
+TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
+TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training
+
+# Report runs carry TAG_KIND = KIND_REPORT so that the next comparison does not read them as training runs.
+TAG_KIND = "kind"
+KIND_REPORT = "report"
+
+# Artifact folders of a training run.
+ARTIFACT_FIGURES = "figures"
+ARTIFACT_CHECKPOINTS = "checkpoints"
+ARTIFACT_CONFIG = "config.yaml"  # the resolved config, as YAML
+
+# Inside every checkpoint: the MLflow run it belongs to (so ckpt_path= and evaluate find the run).
+CKPT_RUN_ID_KEY = "mlflow_run_id"

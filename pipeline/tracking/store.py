@@ -1,0 +1,154 @@
+"""The MLflow store: where it is, whether it answers, experiments, and creating, reopening and ending runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.tracking import keys
+
+if TYPE_CHECKING:  # MLflow loads where used: the CLI's config errors stay fast
+    from mlflow.tracking import MlflowClient
+
+REACHABILITY_TIMEOUT_S = 5.0
+_PARAMS_PER_BATCH = 100
+_PARAM_VALUE_LIMIT = 6000
+
+
+def resolve_tracking_uri(configured: str | None, *, must_exist: bool = False) -> str:
+    """``configured``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``; sqlite paths made
+    absolute (a relative store would move with every Hydra or Slurm working directory). ``must_exist``: a
+    reader's check, since opening a missing sqlite file silently creates an empty store that has "no runs"."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if not uri.startswith("sqlite:///"):
+        return uri
+    db_path = Path(uri.removeprefix("sqlite:///")).resolve()
+    if must_exist and not db_path.is_file():
+        raise ValueError(
+            f"no MLflow store at {db_path} (tracking URI {uri}): run a training first, or pass "
+            "tracking_uri= / set MLFLOW_TRACKING_URI to the store that holds the runs"
+        )
+    return f"sqlite:///{db_path}"
+
+
+def resolve_experiment_name(configured: str | None) -> str:
+    return configured or keys.DEFAULT_EXPERIMENT_NAME
+
+
+def check_reachable(uri: str, timeout_s: float = REACHABILITY_TIMEOUT_S) -> None:
+    """Fails in seconds, naming the URI, when a server does not answer (MLflow itself retries for minutes)."""
+    if uri.startswith("sqlite:///"):
+        db_dir = Path(uri.removeprefix("sqlite:///")).parent
+        if not db_dir.is_dir():
+            raise ValueError(
+                f"MLflow store {uri}: directory {db_dir} does not exist; create it or fix the URI"
+            )
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            if response.status != 200:
+                raise ConnectionError(f"MLflow tracking server {uri} answered {response.status} on /health")
+    except (urllib.error.URLError, OSError) as error:
+        raise ConnectionError(
+            f"MLflow tracking server {uri} is unreachable ({error}); start it, or point "
+            "logger.tracking_uri / MLFLOW_TRACKING_URI at a running server"
+        ) from error
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of the active experiment ``name``, created if missing (a deleted one is not reused)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage != "deleted":
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name))
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``{"a": {"b": 1}}`` -> ``("a.b", 1)``: MLflow params are flat."""
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def git_state(repo_dir: Path) -> tuple[str, str]:
+    """(commit, dirty) of the checkout holding the code, ("unknown", "unknown") outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (subprocess.SubprocessError, OSError):
+        return "unknown", "unknown"
+    try:
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    except (subprocess.SubprocessError, OSError):
+        dirty = "unknown"
+    return commit, dirty
+
+
+def run_tags(*, name: str, seed: int, study: str, world_size: int, strategy: str) -> dict[str, str]:
+    commit, dirty = git_state(Path(__file__).resolve().parent)
+    return {
+        keys.TAG_EXPERIMENT: name,
+        keys.TAG_SEED: str(seed),
+        keys.TAG_STUDY: study,
+        keys.TAG_GIT_COMMIT: commit,
+        keys.TAG_GIT_DIRTY: dirty,
+        keys.TAG_HOST: socket.gethostname(),
+        keys.TAG_WORLD_SIZE: str(world_size),
+        keys.TAG_STRATEGY: strategy,
+    }
+
+
+def create_run(
+    client: MlflowClient, experiment_name: str, run_name: str, tags: dict[str, str], params: dict[str, Any]
+) -> str:
+    from mlflow.entities import Param
+
+    experiment_id = get_or_create_experiment(client, experiment_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    items = [Param(key, str(value)[:_PARAM_VALUE_LIMIT]) for key, value in params.items()]
+    for start in range(0, len(items), _PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + _PARAMS_PER_BATCH])
+    return run.info.run_id
+
+
+def reopen_run(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Continues a run: back to RUNNING, tags refreshed (host and world size may differ after a requeue)."""
+    from mlflow.entities import RunStatus
+
+    client.get_run(run_id)  # raises a clear "Run ... not found" for a wrong id
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def run_exists(client: MlflowClient, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def mark_failed(client: MlflowClient, run_id: str) -> None:
+    from mlflow.entities import RunStatus
+
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
