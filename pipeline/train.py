@@ -25,6 +25,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _NotAboutThisRun(logging.Filter):
+    """Drops Lightning's advertisement for a hosted logging service, printed on every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def one_console() -> None:
+    """Each log line once: Lightning prints through a console handler of its own, and Hydra's root handler
+    prints the same records again; where the root logger is configured, Lightning's handler goes."""
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NotAboutThisRun) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NotAboutThisRun())
+
+
 def per_device_batch(global_batch: int, world_size: int) -> int:
     if global_batch % world_size:
         raise ValueError(
@@ -121,6 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from pipeline.tracking.identity import RunIdentity
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
 
+    one_console()
     ckpt_dir = Path(cfg.paths.ckpt_dir)
     identity = RunIdentity.resolve(
         tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")),

@@ -43,6 +43,6 @@ def trained_study(demo_shards: Path, tmp_path_factory: pytest.TempPathFactory) -
         torch.set_num_threads(threads)
     study = TrainedStudy(uri, EXPERIMENT_NAME, STUDY, root)
     for name in ("baseline-seed1", "baseline-seed2"):
-        args = ["--run-id", study.runs()[name].info.run_id, "--tracking-uri", uri, "--num-workers", "0"]
-        assert evaluate.main([*args, "--batch-size", "16", "--limit-batches", "2", "--device", "cpu"]) == 0
+        args = [f"run_id={study.runs()[name].info.run_id}", f"tracking_uri={uri}", "num_workers=0"]
+        assert evaluate.main([*args, "batch_size=16", "limit_batches=2", "device=cpu"]) == 0
     return study

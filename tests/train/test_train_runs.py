@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -97,3 +99,21 @@ def test_tracking_uri_defaults_to_an_absolute_sqlite_file(tmp_path, monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
     assert resolve_tracking_uri(None) == "http://tracking:5000"
     assert resolve_tracking_uri("http://other:5000") == "http://other:5000"
+
+
+def test_the_console_prints_each_line_once_and_nothing_off_topic(tmp_path):
+    """Lightning's own console handler and Hydra's root handler would print every INFO line twice, with an
+    advertisement for a hosted logger among them."""
+    command = [
+        sys.executable, "-m", "pipeline.train", "data=synthetic", "data.train_samples=32",
+        "data.val_samples=16", "model.width=0.0625", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+        "callbacks.conv1_figure=null",
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert console.count("Seed set to 0") == 1
+    assert console.count("`Trainer.fit` stopped") == 1
+    assert "litlogger" not in console

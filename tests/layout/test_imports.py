@@ -1,0 +1,83 @@
+"""The wings' import rules (docs/design.md, "What may import what"), checked on the source: a change that
+couples two wings fails here, not in a reviewer's head."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_PACKAGES = ("pipeline", "data_prep")
+
+# module prefix -> the project modules it may import (prefix match); anything outside the project is free,
+# except where THIRD_PARTY limits it.
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "pipeline.models": ("pipeline.models",),
+    "pipeline.data": ("pipeline.data", "data_prep.manifest", "data_prep.atomic_files"),
+    "pipeline.report": ("pipeline.report", "pipeline.tracking.keys", "data_prep.atomic_files"),
+    "pipeline.tracking.keys": (),
+    "pipeline.tracking": ("pipeline.tracking", "data_prep.atomic_files"),
+    "pipeline.module": ("pipeline.models", "pipeline.tracking.keys"),
+    "data_prep": ("data_prep",),
+}
+# The nets run on bare-torch GPU machines: torch and the standard library only.
+THIRD_PARTY = {"pipeline.models": ("torch",)}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # "from pipeline.tracking import keys" imports pipeline.tracking.keys (or a name in the package)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _rule(module: str) -> str | None:
+    matches = [prefix for prefix in ALLOWED if module == prefix or module.startswith(prefix + ".")]
+    return max(matches, key=len) if matches else None
+
+
+# Entries (train, evaluate, compare) and glue (callbacks) may import any wing: they are not listed.
+SOURCES = sorted(
+    path
+    for package in PROJECT_PACKAGES
+    for path in (REPO / package).rglob("*.py")
+    if _rule(_module_name(path)) is not None
+)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(REPO)))
+def test_each_module_imports_only_what_its_wing_may(path: Path) -> None:
+    module = _module_name(path)
+    rule = _rule(module)
+    assert rule is not None
+    free = set(sys.stdlib_module_names) | {"__future__", *THIRD_PARTY.get(rule, ())}
+    breaches = []
+    for name in _imports(path):
+        top = name.split(".")[0]
+        if top in PROJECT_PACKAGES:
+            if not any(name == allowed or name.startswith(allowed + ".") for allowed in ALLOWED[rule]):
+                breaches.append(name)
+        elif rule in THIRD_PARTY and top not in free:
+            breaches.append(name)
+    assert not breaches, f"{module} may not import {sorted(breaches)} (rule {rule!r}, docs/design.md)"
+
+
+def test_the_rules_catch_a_breach(tmp_path: Path) -> None:
+    """The checker itself: a report module importing the trainer is a breach."""
+    fake = tmp_path / "bad.py"
+    fake.write_text("from pipeline.train import train\nimport torch\n")
+    assert _imports(fake) == {"pipeline.train.train", "torch"}
+    assert _rule("pipeline.report.table") == "pipeline.report"
+    assert not any("pipeline.train".startswith(allowed) for allowed in ALLOWED["pipeline.report"])
