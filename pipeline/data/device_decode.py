@@ -148,8 +148,8 @@ def decode_jpegs(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.
 def crop_flip_rows(images: Sequence[torch.Tensor], crops: list[list[int]], size: int) -> torch.Tensor:
     """Crops and flips into a channels-last uint8 batch, one copy per image (as ``transforms.collate``)."""
     device = images[0].device
-    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
-    out = out.contiguous(memory_format=torch.channels_last)
+    shape = (len(images), 3, size, size)
+    out = torch.empty(shape, dtype=torch.uint8, device=device, memory_format=torch.channels_last)
     for row, image, (top, left, flip) in zip(out, images, crops, strict=True):
         crop = image[:, top : top + size, left : left + size]
         row.copy_(crop.flip(-1) if flip else crop)
