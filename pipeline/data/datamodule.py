@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -14,10 +14,12 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
+from pipeline.data.device_decode import DeviceDecode, JpegBatch, TrainCropParams, collate_jpegs
 from pipeline.data.streams import EpochDataLoader, EvalStream, TrainStream
-from pipeline.data.transforms import CenterCrop, TrainCrop, pca_lighting_shift, to_model_input
+from pipeline.data.transforms import CenterCrop, TrainCrop, collate, pca_lighting_shift, to_model_input
 
 PIXEL_MAX = 255.0
+DECODE_PATHS = ("workers", "device")
 
 
 def ignore_sigterm_in_worker(worker_id: int) -> None:
@@ -42,6 +44,12 @@ class ShardDataModule(L.LightningDataModule):
     use (e.g. fb.resnet.torch's Lighting(0.1, eigval, eigvec)): λ' = λ/255², offset 255·Σ αᵢλ'ᵢpᵢ =
     Σ αᵢ(λᵢ/255)pᵢ grey levels, a few levels per image. Added raw, λ in pixel² would shift colours by
     hundreds of levels.
+
+    ``decode="device"``: the train workers only read JPEG bytes and draw the crops; the batch is decoded,
+    cropped and flipped in ``on_after_batch_transfer`` on the training device (``device_decode``), with the
+    same samples, crops and flips as ``decode="workers"``. Evaluation always decodes in the workers.
+    Shards whose manifest says they were not resized as the paper did (resize=short256 or none) are brought
+    to ``full_size`` x ``full_size`` at load time, in either path.
     """
 
     def __init__(
@@ -60,6 +68,7 @@ class ShardDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         multiprocessing_context: str | None = None,
+        decode: str = "workers",
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("crop_size", crop_size), ("full_size", full_size)):
@@ -67,6 +76,8 @@ class ShardDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be >= 1 (got {value})")
         if num_workers < 0 or shuffle_buffer < 0 or pca_lighting < 0:
             raise ValueError("data.num_workers, data.shuffle_buffer and data.pca_lighting must be >= 0")
+        if decode not in DECODE_PATHS:
+            raise ValueError(f"data.decode must be one of {', '.join(DECODE_PATHS)} (got {decode!r})")
         self.manifest: Manifest = load_manifest(root)
         self.num_classes = self.manifest.num_classes
         self.batch_size = batch_size
@@ -87,6 +98,10 @@ class ShardDataModule(L.LightningDataModule):
             "fork" if sys.platform.startswith("linux") else None
         )
         self.mean, self.eigenvalues, self.eigenvectors = self._stats()
+        self.decode = decode
+        # resize=paper (or a manifest from before the setting existed): the stored images are the paper's
+        self.load_size = None if self.manifest.settings.get("resize", "paper") == "paper" else full_size
+        self.device_decode = DeviceDecode(crop_size, self.load_size)
         self._check_shards_exist()
         self.rank, self.world_size = 0, 1
         self._train: TrainStream | None = None
@@ -137,9 +152,11 @@ class ShardDataModule(L.LightningDataModule):
                 f"the train split of {self.manifest.root} has {samples} samples, fewer than one global batch "
                 f"(world size {self.world_size} x data.batch_size {self.batch_size}); lower data.batch_size"
             )
+        on_device = self.decode == "device"
         self._train = TrainStream(
             shards,
-            transform=TrainCrop(self.crop_size),
+            transform=(TrainCropParams if on_device else TrainCrop)(self.crop_size, self.load_size),
+            collate_fn=collate_jpegs if on_device else collate,
             batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
@@ -162,7 +179,7 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"crop must be 'center' or 'full' (got {crop!r})")
         stream = EvalStream(
             self._shards(split),
-            transform=CenterCrop(self.crop_size if crop == "center" else self.full_size),
+            transform=CenterCrop(self.crop_size if crop == "center" else self.full_size, self.load_size),
             batch_size=self.val_batch_size,
             rank=self.rank,
             world_size=self.world_size,
@@ -188,7 +205,7 @@ class ShardDataModule(L.LightningDataModule):
     def corrupt_samples(self) -> int:
         """Samples skipped as corrupt so far by this process's train and eval loaders (log it as a metric)."""
         streams = ([self._train] if self._train is not None else []) + self._evals
-        return sum(stream.skips.total for stream in streams)
+        return sum(stream.skips.total for stream in streams) + self.device_decode.skipped
 
     def normalize(self, images: torch.Tensor, *, train: bool) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> float32 model input: mean subtracted, PCA colour noise added if ``train``."""
@@ -202,9 +219,16 @@ class ShardDataModule(L.LightningDataModule):
             )
         return to_model_input(images, mean, shift)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, JpegBatch):  # the JPEG bytes stay on the host: the decoder reads them there
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(
-        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+        self, batch: tuple[torch.Tensor, torch.Tensor] | JpegBatch, dataloader_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, JpegBatch):
+            batch = self.device_decode(batch)
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
         return self.normalize(images, train=training), labels

@@ -7,6 +7,7 @@ Train, per epoch::
       -> split by worker (this worker's whole batches of that share)
       -> tar -> samples (corrupt ones skipped, counted, logged) -> shuffle buffer
       -> decode JPEG + random crop + flip (in the worker) -> repeat until the worker's quota -> batch
+         (data.decode=device: the worker draws the same crop + flip, the batch is decoded on the device)
 
 Eval: the same without shuffling, the quota or dropping: every image exactly once across ranks and workers.
 Rank and world size are plain constructor arguments (the DataModule takes them from the trainer), never read
@@ -56,10 +57,12 @@ class TrainStream(IterableDataset):
         rank: int,
         world_size: int,
         num_workers: int,
+        collate_fn: Callable[[list[Any]], Any] = collate,
     ) -> None:
         super().__init__()
         self.shards = list(shards)
         self.transform = transform
+        self.collate_fn = collate_fn  # data.decode=device: device_decode.collate_jpegs
         self.batch_size = batch_size
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -101,7 +104,9 @@ class TrainStream(IterableDataset):
         handler = self.skips.handler(worker % len(self.skips.counts))
         samples = self.sample_pipeline(self.epoch, worker, workers, handler)
         samples = samples.with_epoch((last - first) * self.batch_size)  # re-reads the share if short
-        batches = wds.DataPipeline(samples, wds.batched(self.batch_size, collation_fn=collate, partial=False))
+        batches = wds.DataPipeline(
+            samples, wds.batched(self.batch_size, collation_fn=self.collate_fn, partial=False)
+        )
         return _exactly(batches, last - first, where=f"rank {self.rank} worker {worker}")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL
 
@@ -53,14 +54,27 @@ def decode_sample(sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
     return image, label
 
 
-def _check_size(image: torch.Tensor, size: int, sample: dict[str, Any]) -> None:
+def check_size(height: int, width: int, size: int, sample: dict[str, Any]) -> None:
     # A configuration error, not a corrupt sample: raise a ValueError the skip handler does not swallow.
-    height, width = image.shape[-2:]
     if height < size or width < size:
         raise ValueError(
             f"image {sample.get('__key__')!r} in {sample.get('__url__')} is {width}x{height}, smaller "
             f"than the crop {size}; set data.crop_size <= {min(height, width)} or re-prep at a larger size"
         )
+
+
+def to_full_size(image: torch.Tensor, full: int) -> torch.Tensor:
+    """The paper's 256x256 at load time, for shards prepared with resize=short256 or none: the centre square
+    of the shorter side, resized to ``full`` x ``full`` (antialiased bilinear, as data_prep's resize=paper)
+    unless it already is that size. Any device; on the CPU the uint8 SIMD kernel (channels-last memory)."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[:, top : top + side, left : left + side]
+    if side == full:
+        return square
+    dense = square.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last memory: the fast kernel
+    return resize(dense, [full, full], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
 def _random_ints(count: int) -> list[int]:
@@ -73,15 +87,20 @@ class TrainCrop:
 
     Plain tensor slicing, not transforms v2: v2's dispatch costs ~150 us/image here against ~25 us, a sixth
     of a 256-px JPEG decode. The crop is a view (or its flipped copy); ``collate`` copies it into the batch.
+    ``full``: first bring the image to ``full`` x ``full`` (``to_full_size``, for shards not resized in prep).
+    ``device_decode.TrainCropParams`` draws the same crops without decoding: keep the two in step.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, full: int | None = None) -> None:
         self.size = size
+        self.full = full
 
     def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         image, label = decode_sample(sample)
-        _check_size(image, self.size, sample)
+        if self.full is not None:
+            image = to_full_size(image, self.full)
         height, width = image.shape[-2:]
+        check_size(height, width, self.size, sample)
         top, left, flip = _random_ints(3)
         top, left = top % (height - self.size + 1), left % (width - self.size + 1)
         crop = image[:, top : top + self.size, left : left + self.size]
@@ -91,15 +110,19 @@ class TrainCrop:
 
 
 class CenterCrop:
-    """Decode and take the centre ``size`` crop: single-crop evaluation, or the whole stored image."""
+    """Decode and take the centre ``size`` crop: single-crop evaluation, or the whole stored image.
+    ``full``: as ``TrainCrop``'s."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, full: int | None = None) -> None:
         self.size = size
+        self.full = full
 
     def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         image, label = decode_sample(sample)
-        _check_size(image, self.size, sample)
+        if self.full is not None:
+            image = to_full_size(image, self.full)
         height, width = image.shape[-2:]
+        check_size(height, width, self.size, sample)
         top, left = (height - self.size) // 2, (width - self.size) // 2
         return image[:, top : top + self.size, left : left + self.size], label
 
