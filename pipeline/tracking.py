@@ -105,7 +105,9 @@ def git_state(repo_dir: Path) -> tuple[str, str]:
     return commit, dirty
 
 
-def run_tags(*, name: str, seed: int, study: str, world_size: int, strategy: str) -> dict[str, str]:
+def run_tags(
+    *, name: str, seed: int, study: str, world_size: int, strategy: str, num_nodes: int = 1
+) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).resolve().parent)
     return {
         "experiment": name,
@@ -115,6 +117,7 @@ def run_tags(*, name: str, seed: int, study: str, world_size: int, strategy: str
         "git_dirty": dirty,
         "host": socket.gethostname(),
         "world_size": str(world_size),
+        "num_nodes": str(num_nodes),
         "strategy": strategy,
     }
 

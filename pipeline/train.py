@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +126,7 @@ def _start_run(
         study=study_name(cfg, run_name),
         world_size=trainer.world_size,
         strategy=type(trainer.strategy).__name__,
+        num_nodes=trainer.num_nodes,
     )
     tags[tracking.CKPT_DIR_TAG] = str(ckpt_dir.resolve())
     if run_id is not None:
@@ -182,6 +184,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tracking.check_reachable(uri)
     seed_everything(int(cfg.seed), workers=True)
     trainer = _instantiate_trainer(cfg)
+    # Where each rank runs (a node name under Slurm): multi-node jobs log it in every rank's own log.
+    host = socket.gethostname()
+    node = os.environ.get("SLURMD_NODENAME", host)
+    log.info("global rank %d of %d on node %s (host %s)", rank, trainer.world_size, node, host)
     datamodule, module = _build(cfg, trainer)
     ckpt_dir = Path(cfg.paths.ckpt_dir)
     client = MlflowClient(uri) if rank == 0 else None
