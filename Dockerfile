@@ -6,6 +6,7 @@
 #       data.root=/data/shards trainer=ddp trainer.devices=8
 # Under Slurm: enroot/pyxis or apptainer, see docs/cluster.md. The torch wheels bring their own CUDA libraries;
 # the base image supplies the driver-facing runtime and must suit the cluster's driver.
+# Without a registry: scripts/container.sh builds it with podman on a Debian base made by debootstrap.
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 FROM ${BASE_IMAGE}
 
@@ -24,7 +25,19 @@ RUN useradd --create-home --uid "${USER_UID}" --shell /bin/bash alexnet \
     && chown alexnet:alexnet /workspace
 
 WORKDIR /opt/alexnet-pipeline
-COPY pyproject.toml README.md ./
+# The dependencies (torch and its CUDA libraries: 6.6 GB) in a layer of their own, which only pyproject.toml
+# and install.sh invalidate: editing the code rebuilds the small layers below.
+# PIP_CONFIG_FILE: a pip configuration for the build only (a local wheelhouse or index, constraints, a CA
+# bundle), mounted with `podman build --volume` as scripts/container.sh does; it is not kept in the image.
+# DEPS_INPUTS: a digest of what that configuration makes pip see; a new value rebuilds the dependency layer.
+ARG PIP_CONFIG_FILE
+ARG DEPS_INPUTS=""
+COPY pyproject.toml ./
+COPY scripts/install.sh scripts/
+RUN INSTALL_EXTRAS="" INSTALL_ONLY_DEPS=1 PYTHON=python3 scripts/install.sh /opt/venv \
+    && rm -rf /root/.cache/pip
+
+COPY README.md ./
 COPY scripts/ scripts/
 COPY data_prep/ data_prep/
 COPY pipeline/ pipeline/

@@ -9,6 +9,8 @@ optimisation steps.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +124,18 @@ def _run_tags(cfg: DictConfig, trainer: Trainer, run_name: str) -> dict[str, str
         study=study_name(cfg, run_name),
         world_size=trainer.world_size,
         strategy=type(trainer.strategy).__name__,
+        num_nodes=trainer.num_nodes,
     )
+
+
+def _log_placement(trainer: Trainer) -> None:
+    """Where this rank runs (a node name under Slurm), in every rank's own log: multi-node jobs show it."""
+    from pipeline.tracking.identity import launch_rank
+
+    host = socket.gethostname()
+    node = os.environ.get("SLURMD_NODENAME", host)
+    rank = launch_rank(os.environ)
+    log.info("global rank %d of %d on node %s (host %s)", rank, trainer.world_size, node, host)
 
 
 def _results(trainer: Trainer, run_id: str | None) -> dict[str, Any]:
@@ -151,6 +164,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     seed_everything(int(cfg.seed), workers=True)
     trainer = _instantiate_trainer(cfg)
+    _log_placement(trainer)
     datamodule, module = _build(cfg, trainer)
     run_name = f"{cfg.name}-seed{cfg.seed}"
     identity = identity.open(

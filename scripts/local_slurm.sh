@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# A real one-node Slurm cluster in a directory, for tests, CI and trying the launcher on a laptop.
+# A real Slurm cluster of one node (or several, all on this host) in a directory, for tests, CI and trying the
+# launcher on a laptop.
 #
 #   scripts/local_slurm.sh start DIR   install slurm-wlm + munge if missing, write DIR/slurm.conf, start munged,
-#                                      slurmctld and slurmd (pid files in DIR), wait until the node is idle,
+#                                      slurmctld and slurmd (pid files in DIR), wait until every node is idle,
 #                                      write DIR/env.sh (source it: exports SLURM_CONF and the munge socket)
 #   scripts/local_slurm.sh stop DIR    stop exactly the daemons `start` started, by their pid files
 #   scripts/local_slurm.sh status DIR  sinfo + squeue against DIR's cluster
 #
 # Needs root (the daemons run as root here: SlurmUser=SlurmdUser=root) and Debian/Ubuntu apt for the install.
 # No accounting daemon (slurmdbd): `sacct` is unavailable, so anything that polls job states must bound its waits.
-# Environment: LOCAL_SLURM_PARTITION (default "local"), LOCAL_SLURM_START_TIMEOUT (seconds, default 60).
+# Environment: LOCAL_SLURM_PARTITION (default "local"), LOCAL_SLURM_START_TIMEOUT (seconds, default 60),
+# LOCAL_SLURM_NODES (default 1). With N > 1 nodes, node1..nodeN are N slurmd daemons on this host, each with its
+# own node name (slurmd -N), port, spool, pid and log file (Slurm's "multiple slurmd" mode: Debian's build has
+# it); the host's CPUs and memory are split between them. Their names do not resolve: jobs that need the first
+# node's address (torch.distributed's MASTER_ADDR) use 127.0.0.1, as hydra/launcher=slurm_local does.
 set -euo pipefail
 
 usage() {
@@ -22,7 +27,7 @@ action=$1
 dir=$2
 partition=${LOCAL_SLURM_PARTITION:-local}
 start_timeout=${LOCAL_SLURM_START_TIMEOUT:-60}
-daemons=(slurmd slurmctld munged) # stop order: reverse of start order
+nodes=${LOCAL_SLURM_NODES:-1}
 
 log() { echo "[local_slurm] $*" >&2; }
 die() {
@@ -53,6 +58,18 @@ free_port() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# The daemons' pid files in stop order, the reverse of the start order (an unmatched glob names no file).
+pid_files() { echo "$dir"/slurmd*.pid "$dir/slurmctld.pid" "$dir/munged.pid"; }
+
+# The node names: the host's own for a one-node cluster, node1..nodeN otherwise.
+node_names() {
+  if [ "$nodes" -eq 1 ]; then
+    hostname -s
+  else
+    seq -f 'node%g' 1 "$nodes"
+  fi
+}
+
 write_munge_key() {
   mkdir -p "$dir/munge"
   chmod 700 "$dir/munge"
@@ -65,32 +82,49 @@ write_munge_key() {
 }
 
 write_slurm_conf() {
-  local host cpus mem_mb ctld_port slurmd_port
+  local host cpus mem_mb ctld_port slurmd_port used node_lines="" spool="$dir/spool" slurmd_files=slurmd
   host=$(hostname -s)
-  cpus=$(nproc)
+  # Each node gets its share of the host (at least one CPU); a one-node cluster gets all of it.
+  cpus=$(($(nproc) / nodes))
+  [ "$cpus" -ge 1 ] || cpus=1
   # Leave 5% of RAM to the OS so the node is never drained for "low RealMemory".
-  mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.95}' /proc/meminfo)
+  mem_mb=$(awk -v n="$nodes" '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.95 / n}' /proc/meminfo)
   ctld_port=$(free_port)
-  slurmd_port=$(free_port)
-  while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port=$(free_port); done
+  used=" $ctld_port "
+  if [ "$nodes" -eq 1 ]; then
+    slurmd_port=$(free_port)
+    while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port=$(free_port); done
+    node_lines="NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
+  else
+    # One slurmd per node on this host: its own port, and %n (the node name) in its spool, pid and log paths.
+    slurmd_port=""
+    spool="$dir/spool/%n"
+    slurmd_files="slurmd-%n"
+    for node in $(node_names); do
+      port=$(free_port)
+      while [[ "$used" == *" $port "* ]]; do port=$(free_port); done
+      used+="$port "
+      node_lines+="NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$port CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
+    done
+  fi
   mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp"
   cat >"$dir/slurm.conf.tmp" <<EOF
-# Written by scripts/local_slurm.sh: a one-node cluster living in $dir.
+# Written by scripts/local_slurm.sh: a cluster of $nodes node(s) on this host, living in $dir.
 ClusterName=localslurm
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
-SlurmdPort=$slurmd_port
+${slurmd_port:+SlurmdPort=$slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$dir/munge/munge.socket
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/$slurmd_files.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/$slurmd_files.log
 TmpFS=$dir/tmp
 # No cgroups in containers/CI: track processes through /proc, no task binding.
 ProctrackType=proctrack/linuxproc
@@ -117,8 +151,8 @@ SlurmdTimeout=60
 InactiveLimit=0
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=$partition Nodes=$host Default=YES DefaultTime=00:30:00 MaxTime=04:00:00 State=UP
+$node_lines
+PartitionName=$partition Nodes=$(node_names | paste -sd,) Default=YES DefaultTime=00:30:00 MaxTime=04:00:00 State=UP
 EOF
   mv "$dir/slurm.conf.tmp" "$dir/slurm.conf"
 }
@@ -133,32 +167,35 @@ EOF
   mv "$dir/env.sh.tmp" "$dir/env.sh"
 }
 
-wait_for_idle_node() {
-  local deadline=$((SECONDS + start_timeout)) state=""
+wait_for_idle_nodes() {
+  local deadline=$((SECONDS + start_timeout)) states="" ready node state log_file
   while [ $SECONDS -lt $deadline ]; do
-    state=$(sinfo --noheader --partition "$partition" --format=%t 2>/dev/null | head -n1 || true)
-    case "$state" in
-      idle | mix | alloc) return 0 ;;
-      drain* | down*)
-        # A restarted cluster remembers the node as down; bring it back.
-        scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
-        ;;
-    esac
+    states=$(sinfo --noheader --Node --partition "$partition" --format='%N %t' 2>/dev/null || true)
+    ready=0
+    while read -r node state; do
+      case "$state" in
+        idle | mix | alloc) ready=$((ready + 1)) ;;
+        # A restarted cluster remembers a node as down; bring it back.
+        drain* | down*) scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true ;;
+      esac
+    done <<<"$states"
+    [ "$ready" -eq "$nodes" ] && return 0
     sleep 1
   done
-  log "slurmctld log tail:"
-  tail -n 20 "$dir/log/slurmctld.log" >&2 || true
-  log "slurmd log tail:"
-  tail -n 20 "$dir/log/slurmd.log" >&2 || true
-  die "the node did not become idle within ${start_timeout}s (state: '${state:-none}'); logs are in $dir/log"
+  for log_file in "$dir"/log/slurm*.log; do
+    log "$(basename "$log_file") tail:"
+    tail -n 20 "$log_file" >&2 || true
+  done
+  die "not all $nodes node(s) became idle within ${start_timeout}s (states: '${states:-none}'); logs are in $dir/log"
 }
 
 start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  for d in "${daemons[@]}"; do
-    pid_alive "$dir/$d.pid" && die "$d is already running for $dir (pid $(cat "$dir/$d.pid")): run '$0 stop $dir' first"
+  for pid_file in $(pid_files); do
+    pid_alive "$pid_file" && die "$(basename "$pid_file" .pid) is already running for $dir (pid $(cat "$pid_file")): run '$0 stop $dir' first"
   done
+  [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "LOCAL_SLURM_NODES must be a positive number, got '$nodes'"
   [ "$(id -u)" -eq 0 ] || die "start needs root here (SlurmdUser=root runs jobs as any user)"
   install_packages
   write_munge_key
@@ -170,9 +207,16 @@ start() {
   munged --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" \
     --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed" </dev/null
   slurmctld -f "$dir/slurm.conf" -i </dev/null # -i: ignore state left by an earlier run in DIR
-  slurmd -f "$dir/slurm.conf" </dev/null
-  wait_for_idle_node
-  log "cluster up: partition '$partition' on $(hostname -s) ($(nproc) CPUs); source $dir/env.sh"
+  if [ "$nodes" -eq 1 ]; then
+    slurmd -f "$dir/slurm.conf" </dev/null
+  else
+    for node in $(node_names); do
+      mkdir -p "$dir/spool/$node"
+      slurmd -f "$dir/slurm.conf" -N "$node" </dev/null
+    done
+  fi
+  wait_for_idle_nodes
+  log "cluster up: partition '$partition', $nodes node(s) ($(node_names | paste -sd,)) on $(hostname -s) ($(nproc) CPUs); source $dir/env.sh"
 }
 
 cancel_jobs() {
@@ -191,11 +235,11 @@ cancel_jobs() {
 
 stop() {
   [ -d "$dir" ] || die "no such directory: $dir"
-  local d pid waited
+  local pid_file pid waited
   cancel_jobs
-  for d in "${daemons[@]}"; do
-    [ -f "$dir/$d.pid" ] || continue
-    pid=$(cat "$dir/$d.pid")
+  for pid_file in $(pid_files); do
+    [ -f "$pid_file" ] || continue
+    pid=$(cat "$pid_file")
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       waited=0
@@ -204,9 +248,9 @@ stop() {
         waited=$((waited + 1))
       done
       if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-      log "stopped $d (pid $pid)"
+      log "stopped $(basename "$pid_file" .pid) (pid $pid)"
     fi
-    rm -f "$dir/$d.pid"
+    rm -f "$pid_file"
   done
   kill_leftover_job_processes
 }
@@ -223,8 +267,9 @@ kill_leftover_job_processes() {
     pid=${environ#/proc/}
     pid=${pid%/environ}
     [[ "$ancestors" == *" $pid "* ]] && continue
-    tr '\0' '\n' <"$environ" 2>/dev/null | grep -qxF "$conf" || continue
-    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ] || tr '\0' '\n' <"$environ" | grep -q '^SLURM_JOB_ID='; then
+    # (2>/dev/null first: a process may end between the glob and the read)
+    tr '\0' '\n' 2>/dev/null <"$environ" | grep -qxF "$conf" || continue
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ] || tr '\0' '\n' 2>/dev/null <"$environ" | grep -q '^SLURM_JOB_ID='; then
       leftovers+=("$pid")
     fi
   done
@@ -236,7 +281,7 @@ kill_leftover_job_processes() {
 status() {
   # shellcheck disable=SC1091
   source "$dir/env.sh"
-  sinfo
+  sinfo --Node
   squeue
 }
 

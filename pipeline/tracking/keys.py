@@ -39,6 +39,7 @@ TAG_GIT_COMMIT = "git_commit"
 TAG_GIT_DIRTY = "git_dirty"
 TAG_HOST = "host"
 TAG_WORLD_SIZE = "world_size"
+TAG_NUM_NODES = "num_nodes"
 TAG_STRATEGY = "strategy"
 TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
 TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training

@@ -101,7 +101,9 @@ def git_state(repo_dir: Path) -> tuple[str, str]:
     return commit, dirty
 
 
-def run_tags(*, name: str, seed: int, study: str, world_size: int, strategy: str) -> dict[str, str]:
+def run_tags(
+    *, name: str, seed: int, study: str, world_size: int, strategy: str, num_nodes: int = 1
+) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).resolve().parent)
     return {
         keys.TAG_EXPERIMENT: name,
@@ -111,6 +113,7 @@ def run_tags(*, name: str, seed: int, study: str, world_size: int, strategy: str
         keys.TAG_GIT_DIRTY: dirty,
         keys.TAG_HOST: socket.gethostname(),
         keys.TAG_WORLD_SIZE: str(world_size),
+        keys.TAG_NUM_NODES: str(num_nodes),
         keys.TAG_STRATEGY: strategy,
     }
 

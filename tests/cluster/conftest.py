@@ -1,4 +1,4 @@
-"""A real one-node Slurm cluster (scripts/local_slurm.sh) for the session, and helpers to drive it.
+"""Real Slurm clusters (scripts/local_slurm.sh) on this host, one node or two, and helpers to drive them.
 
 Every wait is bounded: there is no accounting daemon here, so submitit cannot see a job die without a
 result file and would wait forever; each submission runs under a timeout, and stopping the cluster cancels
@@ -19,10 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 START_TIMEOUT_S = 240  # includes apt-get install on a fresh CI machine
+# Small and CPU-only; log every step so steps can be counted.
+CPU_RUN = (
+    "hydra/launcher=slurm_local",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "trainer.limit_val_batches=1",
+    "callbacks.conv1_figure=null",
+)
 
 
 @dataclass(frozen=True)
@@ -63,13 +75,13 @@ def _skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+@contextmanager
+def _local_cluster(directory: Path, nodes: int) -> Iterator[LocalSlurm]:
+    """``scripts/local_slurm.sh start`` with LOCAL_SLURM_NODES=nodes; stops it (daemons and jobs) on exit."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    directory = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "CI": os.environ.get("CI", "true")}
+    env = {**os.environ, "CI": os.environ.get("CI", "true"), "LOCAL_SLURM_NODES": str(nodes)}
     started = subprocess.run(
         ["bash", str(SCRIPT), "start", str(directory)],
         env=env,
@@ -84,6 +96,20 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm
         yield LocalSlurm(directory=directory, env=env)
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], env=env, timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
+def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+    """One node with all of this host's CPUs."""
+    with _local_cluster(tmp_path_factory.mktemp("slurm"), nodes=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def two_node_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+    """Two nodes, node1 and node2: two slurmd daemons on this host, each with half of its CPUs and memory."""
+    with _local_cluster(tmp_path_factory.mktemp("slurm2"), nodes=2) as cluster:
+        yield cluster
 
 
 @dataclass
@@ -143,3 +169,23 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_
             return
         time.sleep(poll_s)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def mlflow_runs(tracking_uri: str) -> list[Run]:
+    client = MlflowClient(tracking_uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    return client.search_runs(experiments)
+
+
+def logged_steps(tracking_uri: str, run_id: str, key: str = "train/loss") -> list[int]:
+    return sorted(metric.step for metric in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
+def requeue_now(cluster: LocalSlurm, job: str) -> int:
+    """``scontrol requeue`` a running job and let it start again at once; returns Slurm's restart count.
+
+    Slurm holds a requeued job back for a while (BeginTime); a real cluster waits, a test need not."""
+    cluster.run("scontrol", "requeue", job)
+    wait_until(lambda: cluster.job_state(job) == ("PENDING", "BeginTime"), 60, f"job {job} requeued")
+    cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+    return cluster.restart_count(job)

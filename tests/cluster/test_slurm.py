@@ -11,36 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
-from tests.cluster.conftest import LocalSlurm, cleaned_up, start_submission, wait_until
+from tests.cluster.conftest import (
+    CPU_RUN,
+    LocalSlurm,
+    cleaned_up,
+    logged_steps,
+    mlflow_runs,
+    requeue_now,
+    start_submission,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3
 BATCHES_PER_EPOCH = 6
 SUBMIT_TIMEOUT_S = 420
-# Small and CPU-only; log and checkpoint every few steps so a requeue has something to resume from.
-CPU_RUN = (
-    "hydra/launcher=slurm_local",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.limit_val_batches=1",
-    "callbacks.conv1_figure=null",
-)
-
-
-def _runs(tracking_uri: str) -> list[Run]:
-    client = MlflowClient(tracking_uri)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    return client.search_runs(experiments)
-
-
-def _logged_steps(tracking_uri: str, run_id: str, key: str = "train/loss") -> list[int]:
-    return sorted(metric.step for metric in MlflowClient(tracking_uri).get_metric_history(run_id, key))
 
 
 @dataclass(frozen=True)
@@ -86,13 +73,9 @@ def requeued_sweep(
         ended = submission.process.poll() is not None
         assert not ended, f"the sweep ended before job 0 checkpointed:\n{submission.tail()}"
         job = _array_task_id(sweep_dir, task=0)
-        (run_before,) = [run for run in _runs(tracking_uri) if run.info.run_name == "demo-seed1"]
-        steps_before = _logged_steps(tracking_uri, run_before.info.run_id)
-        local_slurm.run("scontrol", "requeue", job)
-        # Slurm holds a requeued job back for a while (BeginTime); a real cluster waits, the test need not.
-        wait_until(lambda: local_slurm.job_state(job) == ("PENDING", "BeginTime"), 60, f"job {job} requeued")
-        local_slurm.run("scontrol", "update", f"jobid={job}", "StartTime=now")
-        restarts = local_slurm.restart_count(job)
+        (run_before,) = [run for run in mlflow_runs(tracking_uri) if run.info.run_name == "demo-seed1"]
+        steps_before = logged_steps(tracking_uri, run_before.info.run_id)
+        restarts = requeue_now(local_slurm, job)
         returncode = submission.wait(SUBMIT_TIMEOUT_S)
     assert returncode == 0, f"the sweep failed (exit {returncode}):\n{submission.tail()}"
     return RequeuedSweep(tracking_uri, sweep_dir, job, restarts, run_before.info.run_id, steps_before)
@@ -106,7 +89,7 @@ def _array_task_id(sweep_dir: Path, task: int) -> str:
 
 
 def test_sweep_lands_one_mlflow_run_per_job(requeued_sweep: RequeuedSweep) -> None:
-    runs = _runs(requeued_sweep.tracking_uri)
+    runs = mlflow_runs(requeued_sweep.tracking_uri)
     assert sorted(run.info.run_name for run in runs) == ["demo-seed1", "demo-seed2"]
     assert {run.info.status for run in runs} == {"FINISHED"}
     assert {run.data.tags["study"] for run in runs} == {requeued_sweep.sweep_dir.name}
@@ -116,11 +99,11 @@ def test_sweep_lands_one_mlflow_run_per_job(requeued_sweep: RequeuedSweep) -> No
 
 def test_requeued_job_resumes_into_the_same_run(requeued_sweep: RequeuedSweep) -> None:
     assert requeued_sweep.restarts >= 1, "the job was not requeued (Slurm counted no restart)"
-    (run,) = [run for run in _runs(requeued_sweep.tracking_uri) if run.info.run_name == "demo-seed1"]
+    (run,) = [run for run in mlflow_runs(requeued_sweep.tracking_uri) if run.info.run_name == "demo-seed1"]
     assert requeued_sweep.run_id_before_requeue == run.info.run_id
     job_log = next((requeued_sweep.sweep_dir / ".submitit" / requeued_sweep.requeued_job).glob("*_0_log.out"))
     assert "continuing MLflow run " + run.info.run_id in job_log.read_text()
-    steps = _logged_steps(requeued_sweep.tracking_uri, run.info.run_id)
+    steps = logged_steps(requeued_sweep.tracking_uri, run.info.run_id)
     # Every optimisation step logged exactly once across both attempts: none lost, none repeated.
     assert steps == list(range(EPOCHS * BATCHES_PER_EPOCH))
     assert set(requeued_sweep.steps_before_requeue) < set(steps)
@@ -144,10 +127,10 @@ def test_ddp_job_runs_two_ranks_under_srun(local_slurm: LocalSlurm, tmp_path: Pa
     with cleaned_up(local_slurm, submission):
         returncode = submission.wait(SUBMIT_TIMEOUT_S)
     assert returncode == 0, f"the DDP job failed (exit {returncode}):\n{submission.tail()}"
-    (run,) = _runs(tracking_uri)
+    (run,) = mlflow_runs(tracking_uri)
     assert run.data.tags["world_size"] == "2"
     assert run.data.tags["strategy"] == "DDPStrategy"
-    assert _logged_steps(tracking_uri, run.info.run_id) == [0, 1, 2]
+    assert logged_steps(tracking_uri, run.info.run_id) == [0, 1, 2]
     (job_folder,) = [entry for entry in (sweep_dir / ".submitit").iterdir() if entry.is_dir()]
     task_logs = sorted(path.name for path in job_folder.glob("*_log.out"))
     assert task_logs == [f"{job_folder.name}_0_log.out", f"{job_folder.name}_1_log.out"]
