@@ -6,11 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from train_helpers import compose_train, runs_of, shard_overrides
+from mlflow.tracking import MlflowClient
+from train_helpers import REPO_ROOT, compose_train, runs_of, shard_overrides
 
 from pipeline.data import ShardDataModule
 from pipeline.evaluate import evaluate, tencrop_probabilities
@@ -104,7 +108,12 @@ def test_a_training_ends_with_the_final_weights_evaluated_on_the_whole_val_split
     demo_shards, tmp_path, mlflow_uri, client
 ):
     overrides = shard_overrides(demo_shards, tmp_path / "out", mlflow_uri, "final_eval")
-    result = train(compose_train([*overrides, "trainer.limit_val_batches=null", "data.val_batch_size=64"]))
+    whole_split = [
+        "trainer.limit_val_batches=null",
+        "callbacks.final_eval.limit_batches=null",
+        "data.val_batch_size=64",
+    ]
+    result = train(compose_train([*overrides, *whole_split]))
     [run] = runs_of(client, "final_eval")
     metrics, tags = run.data.metrics, run.data.tags
     assert metrics["eval/images"] == 359  # the demo's whole val split
@@ -134,3 +143,24 @@ def test_weights_best_scores_the_best_checkpoint(demo_shards, tmp_path, mlflow_u
     expected = evaluate(best, data, torch.device("cpu"), limit_batches=2)
     for key in ("eval/tencrop_top1_error", "eval/tencrop_top5_error", "eval/center_top1_error"):
         assert run.data.metrics[key] == pytest.approx(expected[key])
+
+
+@pytest.mark.slow
+def test_ddp_ranks_share_the_val_split_and_sum_their_counts(demo_shards, tmp_path):
+    """Two ranks each score their share of the val images; the meters sum over the ranks: every image once,
+    and the centre crop equals the (rank-synced) last validation."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        sys.executable, "-m", "pipeline.train", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+        f"data.root={demo_shards}", "data.batch_size=16", "data.val_batch_size=32", "data.num_workers=0",
+        "data.shuffle_buffer=64", "model.width=0.0625", "trainer.limit_train_batches=3",
+        "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={uri}", "logger.experiment_name=ddp_eval", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = runs_of(MlflowClient(uri), "ddp_eval")
+    assert run.data.metrics["eval/images"] == 359
+    assert run.data.metrics["eval/center_top1_error"] == pytest.approx(run.data.metrics["val/top1_error"])
+    assert run.data.tags["world_size"] == "2"
