@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import sys
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -72,10 +75,13 @@ def ui_base_url(tracking_uri: str) -> str:
 
 
 def ui_command(tracking_uri: str) -> str | None:
-    """The command that serves a local store's UI at `ui_base_url` (None for a server: it serves its own)."""
+    """The command that serves a local store's UI at `ui_base_url` (None for a server: it serves its own):
+    this environment's `mlflow` (e.g. .venv/bin/mlflow), so that it runs without an activated venv."""
     if tracking_uri.startswith(("http://", "https://")):
         return None
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host {LOCAL_UI_HOST} --port {LOCAL_UI_PORT}"
+    beside = Path(sys.executable).with_name("mlflow")
+    mlflow = shlex.quote(str(beside)) if beside.is_file() else "mlflow"
+    return f"{mlflow} ui --backend-store-uri {tracking_uri} --host {LOCAL_UI_HOST} --port {LOCAL_UI_PORT}"
 
 
 def runs_chart_url(base_url: str, experiment_id: str, share_key: str | None, study: str | None) -> str:
