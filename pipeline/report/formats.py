@@ -39,10 +39,15 @@ def format_error(summary: Summary, compact: bool = False) -> str:
     return f"{summary.mean:.2f}{'±' if compact else ' ± '}{summary.std:.2f}"
 
 
+def signed(points: float) -> str:
+    """A change with its sign, 2 decimals; no "-0.00" for a change that rounds to zero."""
+    return f"{(round(points, 2) or 0.0):+.2f}"
+
+
 def format_interval(change: Change) -> str:
     if change.ci95 is None:
         return "n/a (n=1)"
-    return f"[{change.ci95.low:+.2f}, {change.ci95.high:+.2f}]"
+    return f"[{signed(change.ci95.low)}, {signed(change.ci95.high)}]"
 
 
 def format_in_ci(verdict: bool | None) -> str:
@@ -64,7 +69,7 @@ def _change_cell(row: AblationRow, column: str) -> str:
     if row.experiment == BASELINE_EXPERIMENT:
         return "reference"
     change = row.change.get(column)
-    return "— (no baseline)" if change is None else f"{change.delta:+.2f} {format_interval(change)}"
+    return "— (no baseline)" if change is None else f"{signed(change.delta)} {format_interval(change)}"
 
 
 MARKDOWN_HEADER = [
@@ -148,7 +153,7 @@ def _rich_tencrop_cell(row: AblationRow, metric: str) -> str:
         return f"{error}\nΔ — (no baseline)"
     verdict = {True: "in CI", False: "[bold]outside CI[/bold]", None: ""}[row.paper_in_ci(column)]
     paper = f"[dim]paper {_paper_cell(row, metric)}[/dim] {verdict}"
-    return f"{error}\nΔ {change.delta:+.2f}\n{format_interval(change)}\n{paper}"
+    return f"{error}\nΔ {signed(change.delta)}\n{format_interval(change)}\n{paper}"
 
 
 def print_rich(

@@ -18,6 +18,7 @@ from compare_helpers import OTHER_STUDY, REPO_ROOT, TrainedStudy
 
 from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
 from pipeline.report.figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
+from pipeline.report.formats import signed
 from pipeline.report.runs import epoch_history
 from pipeline.report.stats import welch_interval
 from pipeline.report.ui_link import SHARED_VIEW_TAG_PREFIX
@@ -133,11 +134,11 @@ def test_markdown_and_csv_hold_the_table(trained_study: TrainedStudy, tmp_path: 
     )
     line = next(line for line in markdown.splitlines() if line.startswith("| no_lrn "))
     top1, change = no_lrn.errors["top1_tencrop"], no_lrn.change["top1_tencrop"]
-    interval = f"[{change.ci95.low:+.2f}, {change.ci95.high:+.2f}]"
+    interval = f"[{signed(change.ci95.low)}, {signed(change.ci95.high)}]"
     in_ci = "yes" if change.ci95.low <= 1.4 <= change.ci95.high else "no"
     assert line.startswith(
         f"| no_lrn | without LRN | 2 ⚠ | final | {top1.mean:.2f} ± {top1.std:.2f} "
-        f"| {change.delta:+.2f} {interval} | +1.4 | {in_ci} |"
+        f"| {signed(change.delta)} {interval} | +1.4 | {in_ci} |"
     )
     assert (
         "| baseline | full model | 2 ⚠ | final |" in markdown and "| reference | 40.7 (error) |" in markdown
