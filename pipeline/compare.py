@@ -4,9 +4,12 @@
     python -m pipeline.compare study=2026-11-22T01-02-03 format=markdown
     python -m pipeline.compare tracking_uri=http://127.0.0.1:5000 experiment=alexnet out=reports/run1
 
-Reads the runs (any tracking URI), groups them by their `experiment` tag, prints the table, writes table.md,
-table.csv, table.json and three PNGs to out=, and logs them as artifacts of a run tagged kind=report in the
-same MLflow experiment (skipped with log=false). Report runs are never read back as training runs.
+Reads the training runs (any tracking URI), keeps those of the study's prep (dataset digest), groups them by
+their `experiment` tag, prints the table (10-crop errors, changes with Welch's 95% intervals, the paper's),
+writes table.md, table.csv, table.json and three PNGs to out=, logs them as artifacts of a run tagged
+kind=report in the same MLflow experiment, and ends with a link that opens the study in the MLflow UI (a
+shared view tag on the experiment). log=false writes nothing to the store. Report runs are never read back
+as training runs.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from rich.console import Console
 from data_prep.atomic_files import write_text_atomic
 from data_prep.cli import Fields, optional, parse_bool, parse_overrides
 from pipeline.report.figures import write_figures
-from pipeline.report.formats import print_rich, to_csv, to_json, to_markdown
+from pipeline.report.formats import print_rich, to_markdown
+from pipeline.report.records import to_csv, to_json
 from pipeline.report.runs import StudyRuns, load_study_runs
 from pipeline.report.table import AblationRow, build_rows
+from pipeline.report.ui_link import runs_chart_url, share_study_view, ui_base_url, ui_command
 from pipeline.tracking import keys
 from pipeline.tracking.store import resolve_tracking_uri
 
@@ -44,14 +49,16 @@ class Comparison:
     rows: list[AblationRow]
     files: list[Path]
     report_run_id: str | None
+    ui_url: str
+    ui_command: str | None  # what serves ui_url for a local store (None: a server serves its own)
 
 
-def write_tables(study: StudyRuns, rows: list[AblationRow], out_dir: Path) -> list[Path]:
+def write_tables(study: StudyRuns, rows: list[AblationRow], out_dir: Path, ui_url: str | None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        write_text_atomic(out_dir / "table.md", to_markdown(study, rows)),
+        write_text_atomic(out_dir / "table.md", to_markdown(study, rows, ui_url)),
         write_text_atomic(out_dir / "table.csv", to_csv(rows)),
-        write_text_atomic(out_dir / "table.json", to_json(study, rows)),
+        write_text_atomic(out_dir / "table.json", to_json(study, rows, ui_url)),
     ]
 
 
@@ -84,16 +91,21 @@ def compare(
     out_dir: Path = Path("reports"),
     log_report: bool = True,
 ) -> Comparison:
-    """Reads the study, writes the tables and figures to `out_dir`, and logs them as a report run."""
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri, must_exist=True))
+    """Reads the study, writes the tables and figures to `out_dir`, and (unless not `log_report`) logs them as
+    a report run and shares the study's UI view."""
+    uri = resolve_tracking_uri(tracking_uri, must_exist=True)
+    client = MlflowClient(tracking_uri=uri)
     runs = load_study_runs(client, experiment_name, study)
     if not runs.usable:
         reasons = "; ".join(f"{s.run.run_name}: {s.reason}" for s in runs.set_aside)
-        raise ValueError(f"no finished run with val metrics to compare in {experiment_name!r} ({reasons})")
+        raise ValueError(f"no finished, evaluated run to compare in {experiment_name!r} ({reasons})")
     rows = build_rows(runs.usable)
-    files = write_tables(runs, rows, out_dir) + write_figures(client, runs.usable, rows, out_dir)
-    report_run_id = log_report_run(client, runs, files, to_markdown(runs, rows)) if log_report else None
-    return Comparison(runs, rows, files, report_run_id)
+    share_key = share_study_view(client, runs.experiment_id, study) if log_report else None
+    ui_url = runs_chart_url(ui_base_url(uri), runs.experiment_id, share_key, study)
+    files = write_tables(runs, rows, out_dir, ui_url) + write_figures(client, runs.usable, rows, out_dir)
+    markdown = to_markdown(runs, rows, ui_url)
+    report_run_id = log_report_run(client, runs, files, markdown) if log_report else None
+    return Comparison(runs, rows, files, report_run_id, ui_url, ui_command(uri))
 
 
 FIELDS: Fields = {
@@ -128,10 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"files: {out_dir}/ ({', '.join(p.name for p in result.files)})")
         if result.report_run_id:
             console.print(f"report run: {result.report_run_id} (kind=report)")
+        _print_ui_link(result, console)
     else:
         by_format = {"markdown": "table.md", "csv": "table.csv", "json": "table.json"}
         sys.stdout.write((out_dir / by_format[args["format"]]).read_text())
+        _print_ui_link(result, Console(stderr=True))  # stdout stays the document alone
     return 0
+
+
+def _print_ui_link(result: Comparison, console: Console) -> None:
+    grouped = "seeds grouped by experiment" if result.report_run_id else "ungrouped: log=false shares no view"
+    if result.ui_command:
+        console.print(f"MLflow UI: start it with\n  {result.ui_command}", soft_wrap=True)
+    console.print(f"then open the study's curves ({grouped}):", soft_wrap=True)
+    console.print(f"  {result.ui_url}", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Test a trained net as the paper did: one centre crop, and 10 crops (four corners + centre, each mirrored)
-with the softmax averaged; logs ``eval/{center,tencrop}_{top1,top5}_error`` into the training run.
+with the softmax averaged; logs ``eval/{center,tencrop}_{top1,top5}_error`` and ``eval/images`` into the
+training run, and the tag ``eval_weights`` (``best``, or ``checkpoint <file>``) naming what it scored.
+
+Every training job already does this for its final weights (``pipeline.final_eval``); this command is for a
+checkpoint, or a run trained without it (``callbacks.final_eval.enabled=false``).
 
     python -m pipeline.evaluate run_id=RUN_ID                 # the run's best checkpoint and data settings
     python -m pipeline.evaluate checkpoint=PATH data_root=demo/shards
@@ -17,6 +21,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2.functional import ten_crop
 
@@ -38,7 +43,9 @@ CENTER_INDEX = 4  # ten_crop's order: 4 corners, centre, then the same five of t
 def evaluate(
     module: AlexNetModule, datamodule: ShardDataModule, device: torch.device, limit_batches: int | None = None
 ) -> dict[str, float]:
-    """Centre-crop and 10-crop top-1/top-5 error over the val split, in one pass over the full-size images."""
+    """Centre-crop and 10-crop top-1/top-5 error over the val split, in one pass over the full-size images,
+    and ``eval/images``, the number of images scored. Under DDP every rank scores its own share (the loader
+    splits by rank) and the meters sum over the ranks when computed: call it on every rank."""
     module.eval().to(device)
     crop = int(module.hparams.in_size)
     classes = datamodule.num_classes
@@ -48,20 +55,28 @@ def evaluate(
         for crops in ("center", "tencrop")
         for k in (1, 5)
     }
+    images_seen = SumMetric().to(device)
     for index, (images, labels) in enumerate(datamodule.eval_dataloader(crop="full")):
         if limit_batches is not None and index >= limit_batches:
             break
         images = datamodule.normalize(images.to(device), train=False)
         labels = labels.to(device)
-        crops = ten_crop(images, [crop, crop])
-        probabilities = torch.stack([module(c).softmax(dim=1) for c in crops])
+        probabilities = tencrop_probabilities(module, images, crop)
         for crops, scores in (
             ("center", probabilities[CENTER_INDEX]),
             ("tencrop", probabilities.mean(dim=0)),
         ):
             meters[crops, 1].update(scores, labels)
             meters[crops, 5].update(scores, labels)
-    return {keys.eval_key(crops, k): 1.0 - float(meter.compute()) for (crops, k), meter in meters.items()}
+        images_seen.update(float(labels.numel()))
+    errors = {keys.eval_key(crops, k): 1.0 - float(meter.compute()) for (crops, k), meter in meters.items()}
+    return {**errors, keys.EVAL_IMAGES: float(images_seen.compute())}
+
+
+def tencrop_probabilities(module: torch.nn.Module, images: torch.Tensor, crop: int) -> torch.Tensor:
+    """[10, B, classes]: the softmax of each of the paper's ten crops (the four corners and the centre, then
+    the same five of the mirrored image, torchvision's ten_crop order), before averaging."""
+    return torch.stack([module(view).softmax(dim=1) for view in ten_crop(images, [crop, crop])])
 
 
 def _checkpoint_of(client: MlflowClient, run_id: str, scratch: Path) -> Path:
@@ -151,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
-    log.info("logged into MLflow run %s (%s)", run_id, uri)
+    weights = keys.EVAL_WEIGHTS_BEST if args["checkpoint"] is None else f"checkpoint {checkpoint.name}"
+    client.set_tag(run_id, keys.TAG_EVAL_WEIGHTS, weights)
+    log.info("logged into MLflow run %s (%s), %s=%s", run_id, uri, keys.TAG_EVAL_WEIGHTS, weights)
     return 0
 
 

@@ -7,6 +7,7 @@ rebuilds the whole model from the checkpoint alone. ``split_devices`` builds the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +17,11 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from pipeline.lr_policy import PlateauDrops
 from pipeline.models import AlexNet, SplitAlexNet
 from pipeline.tracking import keys
+
+log = logging.getLogger(__name__)
 
 
 def build_net(
@@ -49,8 +53,9 @@ class AlexNetModule(LightningModule):
             None = the one-device net.
         lr, momentum, weight_decay: SGD (the paper: 0.01, 0.9, 5e-4).
         decay_biases: weight decay on biases too (the paper's update rule does; Caffe's recipe does not).
-        lr_factor, lr_patience, max_lr_drops: lr x ``lr_factor`` when val top-1 error has not improved for
-            ``lr_patience`` epochs, at most ``max_lr_drops`` times (the paper: /10, three times).
+        lr_factor, lr_patience, max_lr_drops: the paper's policy (``pipeline.lr_policy.PlateauDrops``): lr x
+            ``lr_factor`` on the ``lr_patience``-th epoch in a row without a new best val top-1 error, at most
+            ``max_lr_drops`` times; the next plateau ends training (the paper: /10, three times, then stop).
     """
 
     def __init__(
@@ -143,13 +148,8 @@ class AlexNetModule(LightningModule):
         optimizer = torch.optim.SGD(
             self._param_groups(hp.weight_decay, hp.decay_biases), lr=hp.lr, momentum=hp.momentum
         )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=hp.lr_factor,
-            patience=hp.lr_patience,
-            # the floor is reached after max_lr_drops drops; below eps ReduceLROnPlateau stops changing the lr
-            min_lr=hp.lr * hp.lr_factor**hp.max_lr_drops,
+        scheduler = PlateauDrops(
+            optimizer, factor=hp.lr_factor, patience=hp.lr_patience, max_drops=hp.max_lr_drops
         )
         return {
             "optimizer": optimizer,
@@ -161,6 +161,13 @@ class AlexNetModule(LightningModule):
                 "strict": False,  # without validation (limit_val_batches=0) the lr just stays, with a warning
             },
         }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step(metric)
+        if getattr(scheduler, "exhausted", False) and not self.trainer.should_stop:
+            # the last rate has plateaued too: the paper's end of training (the job stops after this epoch)
+            log.info("lr policy: plateau after %d lr drops; training ends", scheduler.drops)
+            self.trainer.should_stop = True
 
     def _param_groups(self, weight_decay: float, decay_biases: bool) -> list[dict[str, Any]]:
         weights = [p for p in self.net.parameters() if p.ndim > 1]

@@ -151,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from pipeline.callbacks import CheckpointOnSigterm
     from pipeline.tracking.identity import RunIdentity
+    from pipeline.tracking.lineage import log_lineage
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
 
     one_console()
@@ -176,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.loggers = [identity.logger(run_name)]
     trainer.callbacks += [identity.share(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
     with identity.running():
+        log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path)
     return _results(trainer, identity.run_id)
 

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from data_prep.atomic_files import atomic_file  # noqa: E402
-from pipeline.report.paper import BASELINE_EXPERIMENT, experiment_sort_key  # noqa: E402
+from pipeline.report.paper import BASELINE_EXPERIMENT, PaperChange, experiment_sort_key  # noqa: E402
 from pipeline.report.runs import TRAIN_EPOCH_TOP1, VAL_TOP1, TrainingRun, epoch_history  # noqa: E402
 from pipeline.report.table import AblationRow  # noqa: E402
 
@@ -25,7 +25,7 @@ from pipeline.report.table import AblationRow  # noqa: E402
 Curves = dict[str, dict[str, dict[int, float]]]
 
 VAL_CURVES_PNG = "val_top1_error_vs_epoch.png"
-CHANGES_PNG = "change_vs_paper.png"
+CHANGES_PNG = "change_vs_paper.png"  # with the 95% intervals
 GAP_PNG = "train_val_gap.png"
 
 
@@ -66,7 +66,8 @@ def _plot_mean_bands(axes: plt.Axes, curves: Curves) -> None:
         axes.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.legend(fontsize="small")
+    if curves:
+        axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
 
 
@@ -78,31 +79,39 @@ def plot_val_curves(curves: Curves, path: Path) -> Path:
     return _save_atomic(figure, path)
 
 
+def _paper_marks(axes: plt.Axes, x: np.ndarray, papers: list[PaperChange | None]) -> None:
+    """The paper's changes as black diamonds; a bound as an upward triangle at it; "n.g." written."""
+    exact = [np.nan if p is None or p.exact is None else p.exact for p in papers]
+    axes.scatter(x, exact, marker="D", color="black", zorder=3, label="paper")
+    for index, paper in enumerate(papers):
+        if paper is not None and paper.relation == ">":
+            axes.scatter([x[index]], [paper.value], marker="^", color="black", zorder=3)
+            axes.annotate(paper.text, (x[index], paper.value), textcoords="offset points", xytext=(6, 0))
+        elif paper is None or not paper.given:
+            axes.annotate(
+                "paper: n.g.", (x[index], 0), textcoords="offset points", xytext=(6, 4), fontsize="small"
+            )
+
+
 def plot_changes(rows: list[AblationRow], path: Path) -> Path:
-    """Measured change against the baseline beside the paper's, per ablation, for top-1 and top-5."""
-    ablations = [row for row in rows if row.experiment != BASELINE_EXPERIMENT]
+    """Per ablation, the measured 10-crop change against the baseline with its 95% (Welch) interval as an
+    error bar, beside the paper's change, for top-1 and top-5."""
+    ablations = [row for row in rows if row.change]
     figure, panels = plt.subplots(1, 2, figsize=(10, 4.5), sharey=False)
     x = np.arange(len(ablations))
-    for axes, column, title in zip(panels, ("top1", "top5"), ("top-1", "top-5"), strict=True):
-        measured = [row.change.get(column, np.nan) for row in ablations]
-        paper = [row.paper_change[column] for row in ablations]
-        axes.bar(x - 0.2, measured, 0.4, label="this study")
-        axes.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper")
-        for index, value in enumerate(paper):
-            if value is None:
-                axes.text(
-                    index + 0.2,
-                    0,
-                    " paper: not given",
-                    ha="center",
-                    va="bottom",
-                    fontsize="small",
-                    rotation=90,
-                )
+    for axes, metric, title in zip(panels, ("top1", "top5"), ("top-1", "top-5"), strict=True):
+        changes = [row.change[f"{metric}_tencrop"] for row in ablations]
+        low = [c.delta - c.ci95.low if c.ci95 else np.nan for c in changes]
+        high = [c.ci95.high - c.delta if c.ci95 else np.nan for c in changes]
+        axes.bar(x, [c.delta for c in changes], 0.5, yerr=[low, high], capsize=6, label="this study, 95% CI")
+        for index, row in enumerate(ablations):
+            axes.annotate(f"n={row.n_runs}", (x[index], 0), textcoords="offset points", xytext=(-10, -14),
+                          fontsize="small")  # fmt: skip
+        _paper_marks(axes, x, [row.paper[metric] for row in ablations])
         axes.axhline(0, color="black", linewidth=0.8)
-        axes.set_xlim(-0.6, len(ablations) - 0.3)  # room for the rotated "not given" beside the last bar
+        axes.set_xlim(-0.6, max(len(ablations), 1) - 0.2)
         axes.set_xticks(x, [row.experiment for row in ablations], rotation=20, ha="right")
-        axes.set_ylabel(f"Δ {title} error vs baseline (pp)")
+        axes.set_ylabel(f"Δ 10-crop {title} error vs baseline (pp)")
         axes.set_title(f"{title}: + = removing it raises error")
         axes.legend(fontsize="small")
         axes.grid(axis="y", alpha=0.3)

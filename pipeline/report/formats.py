@@ -1,71 +1,96 @@
-"""The ablation table as Markdown, CSV, JSON and a rich terminal table, with the set-aside runs apart."""
+"""The ablation table for people: Markdown and a rich terminal table, with its legend, the warnings (fewer
+than 3 seeds), the weights and data it rests on, and the set-aside runs apart. Scripts read ``records``
+(JSON, CSV).
+"""
 
 from __future__ import annotations
-
-import csv
-import io
-import json
-from dataclasses import asdict
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.report.paper import BASELINE_EXPERIMENT, PAPER_BASELINE_TOP1_ERROR, PAPER_BASELINE_TOP5_ERROR
+from pipeline.report.paper import BASELINE_EXPERIMENT, paper_baseline_error
 from pipeline.report.runs import SetAsideRun, StudyRuns
-from pipeline.report.table import ERROR_COLUMNS, AblationRow, ErrorSummary, present_columns
+from pipeline.report.stats import MIN_SEEDS, Summary
+from pipeline.report.table import AblationRow, Change
 
-COLUMN_TITLES = {
-    "top1": "top-1",
-    "top5": "top-5",
-    "tencrop_top1": "10-crop top-1",
-    "tencrop_top5": "10-crop top-5",
-}
+FEW_SEEDS_MARK = "⚠"
 
-SIGN_CONVENTION = (
-    "Errors in % (final epoch, mean ± sample std over seeds). Δ = the experiment's mean error minus the "
-    "baseline's, in percentage points: positive means removing the component raised the error. The paper "
-    "reports the same effects as the error reductions the components bring, so its LRN result "
-    "(1.4 / 1.2 lower top-1 / top-5 error) is listed as paper +1.4 / +1.2. Centre-crop columns are "
-    "the last val/*_error of training; 10-crop columns appear where pipeline.evaluate logged eval/tencrop_*."
+LEGEND = " ".join(
+    (
+        "Errors: % on the whole val split, mean ± sample std over the n seeds, scored on the weights named",
+        "in 'weights' (final = the weights training ended with). 10-crop: the paper's protocol (softmax",
+        "averaged over the four corner crops, the centre crop and their mirrors), the one its 40.7 / 18.2 %",
+        "and its changes were measured with; centre: one centre crop.",
+        "Δ: the experiment's mean error minus the baseline's, in points; positive = removing the component",
+        "raised the error. The paper states each ablation as the reduction the component brings, listed here",
+        "as the same positive change (LRN: +1.4 / +1.2); '> 1.0' is a bound ('by over 1%'); n.g. = the paper",
+        "gives no number.",
+        "[95% CI]: Welch's t interval of the difference of means (no equal-variance assumption;",
+        "Welch-Satterthwaite degrees of freedom, so it widens with few seeds). 'paper in CI': whether the",
+        "paper's change lies inside it (for a bound: whether the interval reaches above it). A group of one",
+        "run has no interval.",
+    )
 )
 
 
-def format_error(summary: ErrorSummary | None, compact: bool = False) -> str:
-    if summary is None:
-        return "—"
+def format_error(summary: Summary, compact: bool = False) -> str:
     if summary.std is None:
         return f"{summary.mean:.2f}"
-    plus_minus = "±" if compact else " ± "
-    return f"{summary.mean:.2f}{plus_minus}{summary.std:.2f}"
+    return f"{summary.mean:.2f}{'±' if compact else ' ± '}{summary.std:.2f}"
 
 
-def _paper_text(value: float | None, experiment: str) -> str:
-    if value is not None:
-        return f"paper {value:+.1f}"
-    return "paper: not given" if experiment == "no_dropout" else "no paper row"
+def signed(points: float) -> str:
+    """A change with its sign, 2 decimals; no "-0.00" for a change that rounds to zero."""
+    return f"{(round(points, 2) or 0.0):+.2f}"
 
 
-def format_change(row: AblationRow, column: str) -> str:
-    """E.g. '+1.23 (paper +1.4)'; the baseline row names the paper's own baseline error instead."""
+def format_interval(change: Change) -> str:
+    if change.ci95 is None:
+        return "n/a (n=1)"
+    return f"[{signed(change.ci95.low)}, {signed(change.ci95.high)}]"
+
+
+def format_in_ci(verdict: bool | None) -> str:
+    return "—" if verdict is None else ("yes" if verdict else "no")
+
+
+def format_n(row: AblationRow) -> str:
+    return f"{row.n_runs} {FEW_SEEDS_MARK}" if row.few_seeds else str(row.n_runs)
+
+
+def _paper_cell(row: AblationRow, metric: str) -> str:
     if row.experiment == BASELINE_EXPERIMENT:
-        paper_error = PAPER_BASELINE_TOP1_ERROR if column.endswith("top1") else PAPER_BASELINE_TOP5_ERROR
-        return f"reference (paper {paper_error:.1f})"
-    measured = f"{row.change[column]:+.2f}" if column in row.change else "—"
-    return f"{measured} ({_paper_text(row.paper_change[column], row.experiment)})"
+        return f"{paper_baseline_error(metric):.1f} (error)"
+    paper = row.paper[metric]
+    return "no paper row" if paper is None else paper.text
 
 
-def table_header(columns: list[str]) -> list[str]:
-    header = ["experiment", "removes", "n"]
-    for column in columns:
-        header += [f"{COLUMN_TITLES[column]} err (%)", f"Δ {COLUMN_TITLES[column]} (pp)"]
-    return header
+def _change_cell(row: AblationRow, column: str) -> str:
+    if row.experiment == BASELINE_EXPERIMENT:
+        return "reference"
+    change = row.change.get(column)
+    return "— (no baseline)" if change is None else f"{signed(change.delta)} {format_interval(change)}"
 
 
-def table_cells(row: AblationRow, columns: list[str]) -> list[str]:
-    cells = [row.experiment, row.component, str(row.n_runs)]
-    for column in columns:
-        cells += [format_error(row.errors.get(column)), format_change(row, column)]
-    return cells
+MARKDOWN_HEADER = [
+    "experiment", "removes", "n", "weights",
+    "10-crop top-1 err (%)", "Δ top-1 (pp) [95% CI]", "paper Δ top-1", "paper in CI",
+    "10-crop top-5 err (%)", "Δ top-5 (pp) [95% CI]", "paper Δ top-5", "paper in CI",
+    "centre top-1 err (%)", "centre top-5 err (%)",
+]  # fmt: skip
+
+
+def markdown_cells(row: AblationRow) -> list[str]:
+    cells = [row.experiment, row.component, format_n(row), row.weights]
+    for metric in ("top1", "top5"):
+        column = f"{metric}_tencrop"
+        cells += [
+            format_error(row.errors[column]),
+            _change_cell(row, column),
+            _paper_cell(row, metric),
+            format_in_ci(row.paper_in_ci(column)),
+        ]
+    return cells + [format_error(row.errors["top1_center"]), format_error(row.errors["top5_center"])]
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -75,11 +100,11 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, body)]
 
 
+SET_ASIDE_HEADER = ["run", "run id", "experiment", "seed", "why not averaged"]
+
+
 def _set_aside_cells(item: SetAsideRun) -> list[str]:
     return [item.run.run_name, item.run.run_id, item.run.experiment or "—", item.run.seed or "—", item.reason]
-
-
-SET_ASIDE_HEADER = ["run", "run id", "experiment", "seed", "why not averaged"]
 
 
 def _title(study: StudyRuns) -> str:
@@ -87,12 +112,30 @@ def _title(study: StudyRuns) -> str:
     return f"Ablations of MLflow experiment {study.experiment_name!r}, {scope}"
 
 
-def to_markdown(study: StudyRuns, rows: list[AblationRow]) -> str:
-    columns = present_columns(rows)
+def notes(rows: list[AblationRow]) -> list[str]:
+    """The plain-words lines under the table: too few seeds, no baseline, the data the rows rest on."""
+    lines = []
+    few = [f"{row.experiment} (n={row.n_runs})" for row in rows if row.few_seeds]
+    if few:
+        lines.append(
+            f"{FEW_SEEDS_MARK} Fewer than {MIN_SEEDS} seeds: {', '.join(few)}. With so few runs the std is "
+            "barely an estimate and the interval is wide (t has 1-3 degrees of freedom); run more seeds "
+            "before concluding anything from these changes."
+        )
+    if not any(row.experiment == BASELINE_EXPERIMENT for row in rows):
+        lines.append("No baseline run in this study: no change can be computed.")
+    if rows:
+        lines.append(f"Data: every row trained on the prep with dataset digest {rows[0].dataset_digest}.")
+    return lines
+
+
+def to_markdown(study: StudyRuns, rows: list[AblationRow], ui_url: str | None = None) -> str:
     lines = [f"# {_title(study)}", ""]
-    lines += _markdown_table(table_header(columns), [table_cells(row, columns) for row in rows])
-    lines += ["", SIGN_CONVENTION, ""]
-    lines += ["## Runs listed apart (failed, unfinished or incomplete; not averaged)", ""]
+    lines += _markdown_table(MARKDOWN_HEADER, [markdown_cells(row) for row in rows])
+    lines += ["", *[f"{note}\n" for note in notes(rows)], LEGEND, ""]
+    if ui_url:
+        lines += [f"In the MLflow UI: {ui_url}", ""]
+    lines += ["## Runs listed apart (failed, unfinished, not evaluated or of another prep; not averaged)", ""]
     if study.set_aside:
         lines += _markdown_table(SET_ASIDE_HEADER, [_set_aside_cells(item) for item in study.set_aside])
     else:
@@ -100,92 +143,43 @@ def to_markdown(study: StudyRuns, rows: list[AblationRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["experiment", "removes", "n_runs", "seeds"] + [
-    field
-    for column, _, _ in ERROR_COLUMNS
-    for field in (
-        f"{column}_error_pct_mean",
-        f"{column}_error_pct_std",
-        f"{column}_change_pp",
-        f"paper_{column}_change_pp",
-    )
-]
-
-
-def _csv_record(row: AblationRow) -> dict[str, object]:
-    record: dict[str, object] = {
-        "experiment": row.experiment,
-        "removes": row.component,
-        "n_runs": row.n_runs,
-        "seeds": ";".join(row.seeds),
-    }
-    for column, _, _ in ERROR_COLUMNS:
-        summary = row.errors.get(column)
-        record[f"{column}_error_pct_mean"] = "" if summary is None else summary.mean
-        record[f"{column}_error_pct_std"] = "" if summary is None or summary.std is None else summary.std
-        record[f"{column}_change_pp"] = row.change.get(column, "")
-        paper = row.paper_change[column]
-        record[f"paper_{column}_change_pp"] = "" if paper is None else paper
-    return record
-
-
-def to_csv(rows: list[AblationRow]) -> str:
-    """One line per experiment with a fixed set of columns (blank where a value does not exist)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(_csv_record(row))
-    return buffer.getvalue()
-
-
-def to_json(study: StudyRuns, rows: list[AblationRow]) -> str:
-    document = {
-        "experiment_name": study.experiment_name,
-        "study": study.study,
-        "units": {"errors": "percent", "changes": "percentage points, experiment minus baseline"},
-        "rows": [asdict(row) for row in rows],
-        "set_aside": [
-            {
-                "run_id": s.run.run_id,
-                "run_name": s.run.run_name,
-                "experiment": s.run.experiment,
-                "seed": s.run.seed,
-                "status": s.run.status,
-                "reason": s.reason,
-            }
-            for s in study.set_aside
-        ],
-    }
-    return json.dumps(document, indent=2) + "\n"
-
-
-def _short_change(row: AblationRow, column: str) -> str:
-    """The change cell of the terminal table: '+1.62 (+1.4)', the paper's change in brackets."""
+def _rich_tencrop_cell(row: AblationRow, metric: str) -> str:
+    column = f"{metric}_tencrop"
+    error = format_error(row.errors[column], compact=True)
     if row.experiment == BASELINE_EXPERIMENT:
-        paper_error = PAPER_BASELINE_TOP1_ERROR if column.endswith("top1") else PAPER_BASELINE_TOP5_ERROR
-        return f"[dim]paper {paper_error:.1f}[/dim]"
-    measured = f"{row.change[column]:+.2f}" if column in row.change else "—"
-    paper = row.paper_change[column]
-    if paper is not None:
-        return f"{measured} [dim]({paper:+.1f})[/dim]"
-    return f"{measured} [dim]({'n.g.' if row.experiment == 'no_dropout' else 'none'})[/dim]"
+        return f"{error}\n[dim]paper {paper_baseline_error(metric):.1f}[/dim]"
+    change = row.change.get(column)
+    if change is None:
+        return f"{error}\nΔ — (no baseline)"
+    verdict = {True: "in CI", False: "[bold]outside CI[/bold]", None: ""}[row.paper_in_ci(column)]
+    paper = f"[dim]paper {_paper_cell(row, metric)}[/dim] {verdict}"
+    return f"{error}\nΔ {signed(change.delta)}\n{format_interval(change)}\n{paper}"
 
 
-def print_rich(study: StudyRuns, rows: list[AblationRow], console: Console) -> None:
-    """Each metric cell holds the error on its first line and the change (the paper's in brackets) on its
-    second, which keeps the table readable in an 80-column terminal."""
-    columns = present_columns(rows)
+def print_rich(
+    study: StudyRuns, rows: list[AblationRow], console: Console, ui_url: str | None = None
+) -> None:
+    """10-crop cells: the error, Δ, its 95% interval, the paper's change and whether it lies inside; the
+    centre crop's errors in the last column. Fits an 80-column terminal."""
     table = Table(title=_title(study), show_lines=True, pad_edge=False)
-    table.add_column("experiment", no_wrap=True)
+    table.add_column("experiment\n(weights)", no_wrap=True)
     table.add_column("n", justify="right")
-    for column in columns:
-        table.add_column(f"{COLUMN_TITLES[column]} %\nΔ (paper)", justify="right")
+    table.add_column("10-crop top-1 %\nΔ pp [95% CI]", justify="right")
+    table.add_column("10-crop top-5 %\nΔ pp [95% CI]", justify="right")
+    table.add_column("centre\ntop-1 / top-5 %", justify="right")
     for row in rows:
-        cells = [f"{format_error(row.errors.get(c), compact=True)}\n{_short_change(row, c)}" for c in columns]
-        table.add_row(row.experiment, str(row.n_runs), *cells)
+        centre = f"{row.errors['top1_center'].mean:.2f}\n{row.errors['top5_center'].mean:.2f}"
+        table.add_row(
+            f"{row.experiment}\n[dim]({row.weights})[/dim]",
+            format_n(row),
+            _rich_tencrop_cell(row, "top1"),
+            _rich_tencrop_cell(row, "top5"),
+            centre,
+        )
     console.print(table)
-    console.print(SIGN_CONVENTION + " n.g. = the paper gives no number.", style="dim")
+    for note in notes(rows):
+        console.print(note, style="bold" if note.startswith(FEW_SEEDS_MARK) else None)
+    console.print(LEGEND, style="dim")
     if study.set_aside:
         apart = Table(title="Runs listed apart (not averaged)")
         for title in SET_ASIDE_HEADER:
@@ -193,3 +187,6 @@ def print_rich(study: StudyRuns, rows: list[AblationRow], console: Console) -> N
         for item in study.set_aside:
             apart.add_row(*_set_aside_cells(item))
         console.print(apart)
+    if ui_url:
+        console.print("In the MLflow UI (the study's curves, seeds grouped by experiment):")
+        console.print(ui_url, soft_wrap=True)

@@ -1,12 +1,15 @@
 """Reads the training runs of a study from any MLflow tracking store, sorted into usable and set-aside runs.
 
-A run is usable when it FINISHED and logged a final `val/top1_error`; every other run (failed, killed, still
-running, never validated, untagged) is kept with the reason it was set aside, so the report can list it apart
-instead of silently averaging it in or dropping it.
+A run is usable when it FINISHED, logged the paper's test protocol (``eval/{center,tencrop}_top{1,5}_error``,
+which every training job logs at its end) and was trained on the study's data: the prep output (dataset
+digest) that most of the study's runs trained on. Every other run (failed, killed, still running, never
+evaluated, untagged, trained on another prep) is kept with the reason it was set aside, so the report can list
+it apart instead of silently averaging it in or dropping it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from mlflow.entities import Run, ViewType
@@ -16,11 +19,10 @@ from pipeline.tracking import keys
 
 # The names this module reads, as training writes them.
 VAL_TOP1 = keys.VAL_TOP1
-VAL_TOP5 = keys.VAL_TOP5
-TENCROP_TOP1 = keys.TENCROP_TOP1
-TENCROP_TOP5 = keys.TENCROP_TOP5
 TRAIN_EPOCH_TOP1 = keys.TRAIN_EPOCH_TOP1
 EPOCH = keys.EPOCH
+EVAL_KEYS = (keys.TENCROP_TOP1, keys.TENCROP_TOP5, keys.CENTER_TOP1, keys.CENTER_TOP5)
+NO_DATASET = "none"  # the digest of a run that logged no dataset input (trained before lineage was logged)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,14 @@ class TrainingRun:
     seed: str
     status: str
     final_metrics: dict[str, float] = field(default_factory=dict)
+    dataset_digests: tuple[str, ...] = ()  # of its dataset inputs: one for a run trained on one prep
+    eval_weights: str = ""  # the eval_weights tag: which weights its eval/* metrics score
+    start_time: int = 0
+
+    @property
+    def digest(self) -> str:
+        """The prep it trained on: its one dataset digest, NO_DATASET, or all of them joined (mixed)."""
+        return "+".join(self.dataset_digests) if self.dataset_digests else NO_DATASET
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ def _to_training_run(run: Run) -> TrainingRun:
         seed=tags.get(keys.TAG_SEED, ""),
         status=run.info.status,
         final_metrics=dict(run.data.metrics),
+        dataset_digests=tuple(sorted({item.dataset.digest for item in run.inputs.dataset_inputs})),
+        eval_weights=tags.get(keys.TAG_EVAL_WEIGHTS, ""),
+        start_time=run.info.start_time or 0,
     )
 
 
@@ -69,9 +82,39 @@ def _set_aside_reason(run: TrainingRun) -> str | None:
         return f"no '{keys.TAG_EXPERIMENT}' tag"
     if run.status != "FINISHED":
         return f"status {run.status}"
-    if VAL_TOP1 not in run.final_metrics or VAL_TOP5 not in run.final_metrics:
-        return f"finished without {VAL_TOP1} / {VAL_TOP5}"
+    missing = [key for key in EVAL_KEYS if key not in run.final_metrics]
+    if missing:
+        return (
+            f"finished without {', '.join(missing)} (trained with callbacks.final_eval.enabled=false?): "
+            f"python -m pipeline.evaluate run_id={run.run_id}"
+        )
+    if len(run.dataset_digests) > 1:
+        return f"trained on {len(run.dataset_digests)} preps (digests {', '.join(run.dataset_digests)})"
     return None
+
+
+def study_digest(runs: list[TrainingRun]) -> str:
+    """The prep the study trained on: the digest most runs have (ties: the earliest run's)."""
+    counts = Counter(run.digest for run in runs)
+    first_start: dict[str, int] = {}
+    for run in sorted(runs, key=lambda r: r.start_time):
+        first_start.setdefault(run.digest, run.start_time)
+    return max(counts, key=lambda digest: (counts[digest], -first_start[digest]))
+
+
+def split_by_lineage(runs: list[TrainingRun]) -> tuple[list[TrainingRun], list[SetAsideRun]]:
+    """Keeps the runs of the study's prep; the others are set aside, since runs of two preps of "the same"
+    data are not seeds of one experiment (nor comparable across experiments)."""
+    if not runs:
+        return [], []
+    digest = study_digest(runs)
+    kept = [run for run in runs if run.digest == digest]
+    apart = [
+        SetAsideRun(run, f"trained on another prep: dataset digest {run.digest}, the study's is {digest}")
+        for run in runs
+        if run.digest != digest
+    ]
+    return kept, apart
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
@@ -115,15 +158,16 @@ def load_study_runs(client: MlflowClient, experiment_name: str, study: str | Non
         raise ValueError(
             f"no training runs {where}in MLflow experiment {experiment_name!r} at {client.tracking_uri}"
         )
-    usable: list[TrainingRun] = []
+    complete: list[TrainingRun] = []
     set_aside: list[SetAsideRun] = []
     for training_run in map(_to_training_run, found):
         reason = _set_aside_reason(training_run)
         if reason is None:
-            usable.append(training_run)
+            complete.append(training_run)
         else:
             set_aside.append(SetAsideRun(training_run, reason))
-    return StudyRuns(experiment.name, experiment.experiment_id, study, usable, set_aside)
+    usable, other_prep = split_by_lineage(complete)
+    return StudyRuns(experiment.name, experiment.experiment_id, study, usable, set_aside + other_prep)
 
 
 def epoch_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:

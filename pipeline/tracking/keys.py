@@ -22,7 +22,8 @@ EPOCH = "epoch"  # Lightning logs it at the step of every other metric
 
 
 def eval_key(crops: str, k: int) -> str:
-    """``eval/{center,tencrop}_top{1,5}_error``: the paper's test protocol, logged by pipeline.evaluate."""
+    """``eval/{center,tencrop}_top{1,5}_error``: the paper's test protocol on the whole val split, logged at
+    the end of training (pipeline.final_eval) or later by pipeline.evaluate."""
     return f"eval/{crops}_top{k}_error"
 
 
@@ -30,6 +31,7 @@ CENTER_TOP1 = eval_key("center", 1)
 CENTER_TOP5 = eval_key("center", 5)
 TENCROP_TOP1 = eval_key("tencrop", 1)
 TENCROP_TOP5 = eval_key("tencrop", 5)
+EVAL_IMAGES = "eval/images"  # how many val images that evaluation scored
 
 # Tags of a training run.
 TAG_EXPERIMENT = "experiment"  # the experiment config's name (baseline, no_lrn, ...): the table's groups
@@ -43,10 +45,23 @@ TAG_NUM_NODES = "num_nodes"
 TAG_STRATEGY = "strategy"
 TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
 TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training
+TAG_EVAL_WEIGHTS = "eval_weights"  # which weights the eval/* metrics score: final | best | checkpoint <file>
+EVAL_WEIGHTS_FINAL = "final"
+EVAL_WEIGHTS_BEST = "best"
 
-# Report runs carry TAG_KIND = KIND_REPORT so that the next comparison does not read them as training runs.
+# Every run says what it is: training runs KIND_TRAINING, compare's report runs KIND_REPORT (the next
+# comparison never reads a report as a training run, and the UI link filters on tags.kind = 'training').
 TAG_KIND = "kind"
+KIND_TRAINING = "training"
 KIND_REPORT = "report"
+
+# Data lineage: the prep output (manifest.json) that trained a run, as an MLflow dataset input.
+TAG_DATA_MANIFEST_SHA256 = "data_manifest_sha256"  # the manifest's full sha256 (MLflow caps digests at 36)
+DATASET_CONTEXT = "train+val"  # the dataset input's mlflow.data.context: one prep holds both splits
+
+# Experiments: MLflow 3 tells model-training experiments from GenAI ones by this tag.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 # Artifact folders of a training run.
 ARTIFACT_FIGURES = "figures"

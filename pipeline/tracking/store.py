@@ -65,11 +65,16 @@ def check_reachable(uri: str, timeout_s: float = REACHABILITY_TIMEOUT_S) -> None
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """The id of the active experiment ``name``, created if missing (a deleted one is not reused)."""
+    """The id of the active experiment ``name``, created if missing (a deleted one is not reused), tagged as a
+    model-training experiment (``mlflow.experimentKind``), so that MLflow 3's UI opens it on its runs, not on
+    the GenAI overview; an existing experiment without the tag gets it."""
+    kind = {keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING}
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None and experiment.lifecycle_stage != "deleted":
-        return str(experiment.experiment_id)
-    return str(client.create_experiment(name))
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return str(client.create_experiment(name, tags=kind))
+    if keys.TAG_EXPERIMENT_KIND not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, *kind.popitem())
+    return str(experiment.experiment_id)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -106,6 +111,7 @@ def run_tags(
 ) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).resolve().parent)
     return {
+        keys.TAG_KIND: keys.KIND_TRAINING,
         keys.TAG_EXPERIMENT: name,
         keys.TAG_SEED: str(seed),
         keys.TAG_STUDY: study,

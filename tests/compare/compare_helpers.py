@@ -2,9 +2,9 @@
 
 The study is made the way a user makes one: a real Hydra multirun in a subprocess
 (`python -m pipeline.train -m profile=demo +experiment=baseline,no_lrn seed=1,2`), whose `study` tag is the
-sweep folder's name. Beside it, in the same MLflow experiment: a no_lrn run of the same study whose training
-crashes (a crop larger than the images, so Lightning raises inside fit and the run ends FAILED), a no_dropout
-run of another study, and `pipeline.evaluate`'s 10-crop metrics for the two baseline runs only.
+sweep folder's name; every job ends with its final 10-crop eval on the whole val split. Beside it, in the same
+MLflow experiment: a no_lrn run of the same study whose training crashes (a crop larger than the images, so
+Lightning raises inside fit and the run ends FAILED) and a no_dropout run of another study.
 """
 
 from __future__ import annotations

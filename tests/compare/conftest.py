@@ -16,7 +16,6 @@ from compare_helpers import (
     tiny_overrides,
 )
 
-from pipeline import evaluate
 from pipeline.train import train
 
 
@@ -41,8 +40,4 @@ def trained_study(demo_shards: Path, tmp_path_factory: pytest.TempPathFactory) -
         train(other)
     finally:
         torch.set_num_threads(threads)
-    study = TrainedStudy(uri, EXPERIMENT_NAME, STUDY, root)
-    for name in ("baseline-seed1", "baseline-seed2"):
-        args = [f"run_id={study.runs()[name].info.run_id}", f"tracking_uri={uri}", "num_workers=0"]
-        assert evaluate.main([*args, "batch_size=16", "limit_batches=2", "device=cpu"]) == 0
-    return study
+    return TrainedStudy(uri, EXPERIMENT_NAME, STUDY, root)

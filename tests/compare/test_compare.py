@@ -1,5 +1,5 @@
-"""pipeline.compare on a study made by real trainings (tests/compare/conftest.py): a 2x2 Hydra sweep, a
-crashed run, a run of another study, 10-crop metrics for the baseline runs only."""
+"""pipeline.compare on a study made by real trainings (tests/compare/conftest.py): a 2x2 Hydra sweep whose
+jobs end with their 10-crop eval, a crashed run, a run of another study."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from compare_helpers import OTHER_STUDY, REPO_ROOT, TrainedStudy
 
 from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
 from pipeline.report.figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
+from pipeline.report.formats import signed
 from pipeline.report.runs import epoch_history
+from pipeline.report.stats import welch_interval
+from pipeline.report.ui_link import SHARED_VIEW_TAG_PREFIX
 
 pytestmark = pytest.mark.slow  # the shared study takes about a minute of real training
 
@@ -55,6 +58,8 @@ def test_the_sweep_tags_every_job_with_one_study(trained_study: TrainedStudy):
     assert {runs[name].data.tags["study"] for name in sweep} == {trained_study.study}
     experiments = [runs[name].data.tags["experiment"] for name in sweep]
     assert experiments == ["baseline", "baseline", "no_lrn", "no_lrn"]
+    assert {runs[name].data.tags["kind"] for name in sweep} == {"training"}
+    assert {runs[name].data.tags["eval_weights"] for name in sweep} == {"final"}
     assert runs["no_lrn-seed3"].info.status == "FAILED"
 
 
@@ -64,6 +69,7 @@ def test_a_2x2_sweep_gives_two_rows_of_two_runs(trained_study: TrainedStudy, tmp
         ("baseline", 2, ("1", "2")),
         ("no_lrn", 2, ("1", "2")),
     ]
+    assert all(row.few_seeds and row.weights == "final" for row in result.rows)
 
 
 def test_without_a_study_every_experiment_is_grouped(trained_study: TrainedStudy, tmp_path: Path):
@@ -73,25 +79,29 @@ def test_without_a_study_every_experiment_is_grouped(trained_study: TrainedStudy
     no_dropout_line = next(
         line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| no_dropout ")
     )
-    assert "(paper: not given)" in no_dropout_line
+    assert "| n.g. |" in no_dropout_line
     only_other = study_table(trained_study, tmp_path, study=OTHER_STUDY)
     assert [row.experiment for row in only_other.rows] == ["no_dropout"]
 
 
 def test_mean_std_and_change_are_those_of_the_runs(trained_study: TrainedStudy, tmp_path: Path):
     rows = {row.experiment: row for row in study_table(trained_study, tmp_path).rows}
-    for column, key in (("top1", "val/top1_error"), ("top5", "val/top5_error")):
+    for column, key in (
+        ("top1_tencrop", "eval/tencrop_top1_error"),
+        ("top5_center", "eval/center_top5_error"),
+    ):
         baseline = final_errors(trained_study, ["baseline-seed1", "baseline-seed2"], key)
         no_lrn = final_errors(trained_study, ["no_lrn-seed1", "no_lrn-seed2"], key)
         assert rows["baseline"].errors[column].mean == pytest.approx(statistics.fmean(baseline))
         assert rows["baseline"].errors[column].std == pytest.approx(statistics.stdev(baseline))
         assert rows["no_lrn"].errors[column].mean == pytest.approx(statistics.fmean(no_lrn))
-        assert rows["no_lrn"].change[column] == pytest.approx(
-            statistics.fmean(no_lrn) - statistics.fmean(baseline)
-        )
+        change = rows["no_lrn"].change[column]
+        assert change.delta == pytest.approx(statistics.fmean(no_lrn) - statistics.fmean(baseline))
+        interval = welch_interval(no_lrn, baseline)
+        assert (change.ci95.low, change.ci95.high) == pytest.approx((interval.low, interval.high))
         assert column not in rows["baseline"].change
-    assert rows["no_lrn"].paper_change["top1"] == 1.4
-    assert rows["no_lrn"].paper_change["top5"] == 1.2
+    assert rows["no_lrn"].paper["top1"].exact == 1.4
+    assert rows["no_lrn"].paper["top5"].exact == 1.2
 
 
 def test_failed_run_is_listed_apart_and_not_averaged(trained_study: TrainedStudy, tmp_path: Path):
@@ -104,15 +114,13 @@ def test_failed_run_is_listed_apart_and_not_averaged(trained_study: TrainedStudy
     assert f"| no_lrn-seed3 | {failed_id} | no_lrn | 3 | status FAILED |" in apart
 
 
-def test_ten_crop_columns_only_where_every_run_was_evaluated(trained_study: TrainedStudy, tmp_path: Path):
-    rows = {row.experiment: row for row in study_table(trained_study, tmp_path).rows}
-    evaluated = final_errors(trained_study, ["baseline-seed1", "baseline-seed2"], "eval/tencrop_top1_error")
-    assert rows["baseline"].errors["tencrop_top1"].mean == pytest.approx(statistics.fmean(evaluated))
-    assert "tencrop_top1" not in rows["no_lrn"].errors  # pipeline.evaluate never ran on the no_lrn runs
-    assert "tencrop_top1" not in rows["no_lrn"].change
-    markdown_lines = (tmp_path / "table.md").read_text().splitlines()
-    no_lrn_line = next(line for line in markdown_lines if line.startswith("| no_lrn "))
-    assert "| — | — (paper +1.4) |" in no_lrn_line
+def test_the_centre_crop_of_the_final_eval_is_the_last_validation(trained_study: TrainedStudy):
+    """Both score the final weights on the whole val split with one centre crop: the same number."""
+    for run in trained_study.runs().values():
+        if run.info.status == "FINISHED":
+            metrics = run.data.metrics
+            assert metrics["eval/center_top1_error"] == pytest.approx(metrics["val/top1_error"])
+            assert metrics["eval/images"] == 359
 
 
 def test_markdown_and_csv_hold_the_table(trained_study: TrainedStudy, tmp_path: Path):
@@ -120,25 +128,35 @@ def test_markdown_and_csv_hold_the_table(trained_study: TrainedStudy, tmp_path: 
     no_lrn = next(row for row in result.rows if row.experiment == "no_lrn")
     markdown = (tmp_path / "table.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| experiment "))
-    assert header.startswith("| experiment | removes | n | top-1 err (%) | Δ top-1 (pp) | top-5 err (%) |")
-    line = next(line for line in markdown.splitlines() if line.startswith("| no_lrn "))
-    top1 = no_lrn.errors["top1"]
-    change = no_lrn.change["top1"]
-    assert (
-        f"| no_lrn | without LRN | 2 | {top1.mean:.2f} ± {top1.std:.2f} | {change:+.2f} (paper +1.4) |"
-        in line
+    assert header.startswith(
+        "| experiment | removes | n | weights | 10-crop top-1 err (%) | Δ top-1 (pp) [95% CI] "
+        "| paper Δ top-1 |"
     )
-    assert "| baseline | full model | 2 |" in markdown and "reference (paper 40.7)" in markdown
-    assert "positive means removing the component raised the error" in markdown
+    line = next(line for line in markdown.splitlines() if line.startswith("| no_lrn "))
+    top1, change = no_lrn.errors["top1_tencrop"], no_lrn.change["top1_tencrop"]
+    interval = f"[{signed(change.ci95.low)}, {signed(change.ci95.high)}]"
+    in_ci = "yes" if change.ci95.low <= 1.4 <= change.ci95.high else "no"
+    assert line.startswith(
+        f"| no_lrn | without LRN | 2 ⚠ | final | {top1.mean:.2f} ± {top1.std:.2f} "
+        f"| {signed(change.delta)} {interval} | +1.4 | {in_ci} |"
+    )
+    assert (
+        "| baseline | full model | 2 ⚠ | final |" in markdown and "| reference | 40.7 (error) |" in markdown
+    )
+    assert "Fewer than 3 seeds: baseline (n=2), no_lrn (n=2)" in markdown
+    assert (
+        "Welch's t interval" in markdown and "positive = removing the component raised the error" in markdown
+    )
 
     records = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
-    identities = [(r["experiment"], r["n_runs"], r["seeds"]) for r in records]
-    assert identities == [("baseline", "2", "1;2"), ("no_lrn", "2", "1;2")]
-    assert float(records[1]["top1_error_pct_mean"]) == pytest.approx(top1.mean)
-    assert float(records[1]["top1_error_pct_std"]) == pytest.approx(top1.std)
-    assert float(records[1]["top1_change_pp"]) == pytest.approx(no_lrn.change["top1"])
-    assert (records[1]["paper_top1_change_pp"], records[1]["paper_top5_change_pp"]) == ("1.4", "1.2")
-    assert records[0]["top1_change_pp"] == "" and records[1]["tencrop_top1_error_pct_mean"] == ""
+    assert [(r["experiment"], r["n"], r["seeds"]) for r in records] == [
+        ("baseline", "2", "1;2"),
+        ("no_lrn", "2", "1;2"),
+    ]
+    assert float(records[1]["top1_tencrop_mean"]) == pytest.approx(top1.mean)
+    assert float(records[1]["delta_top1_tencrop_ci95_low"]) == pytest.approx(change.ci95.low)
+    assert (records[1]["paper_delta_top1"], records[1]["paper_delta_top5"]) == ("1.4", "1.2")
+    assert records[0]["delta_top1_tencrop"] == "" and records[0]["weights"] == "final"
 
 
 def test_figures_are_written_and_logged_in_a_report_run(trained_study: TrainedStudy, tmp_path: Path):
@@ -155,6 +173,12 @@ def test_figures_are_written_and_logged_in_a_report_run(trained_study: TrainedSt
     )  # fmt: skip
     logged = {Path(a.path).name for a in client.list_artifacts(result.report_run_id, REPORT_ARTIFACT_DIR)}
     assert logged == EXPECTED_FILES
+    # the UI link opens a shared view that the experiment now holds: the study's training runs, grouped
+    key = result.ui_url.split("viewStateShareKey=")[1]
+    experiment = client.get_experiment_by_name(trained_study.experiment_name)
+    view = json.loads(experiment.tags[SHARED_VIEW_TAG_PREFIX + key])
+    assert view["searchFilter"] == f"tags.study = '{trained_study.study}' AND tags.kind = 'training'"
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "experiment"}]
     assert len(report_runs(trained_study)) == before + 1
     # The report run sits in the study's experiment with its study tag, yet is never read as a training run.
     again = study_table(trained_study, tmp_path)
@@ -168,7 +192,7 @@ def test_cli_json_and_csv_for_scripts_without_logging(trained_study: TrainedStud
               f"study={trained_study.study}", f"out={tmp_path}", "log=false"]  # fmt: skip
     assert main([*common, "format=json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    groups = [(row["experiment"], row["n_runs"]) for row in document["rows"]]
+    groups = [(row["experiment"], row["n"]) for row in document["rows"]]
     assert groups == [("baseline", 2), ("no_lrn", 2)]
     assert [item["run_name"] for item in document["set_aside"]] == ["no_lrn-seed3"]
     assert main([*common, "format=csv"]) == 0
@@ -184,9 +208,14 @@ def test_cli_rich_table_in_a_subprocess(trained_study: TrainedStudy, tmp_path: P
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=cli_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "no_lrn" in done.stdout and "(+1.4)" in done.stdout and "paper 40.7" in done.stdout
+    assert "no_lrn" in done.stdout and "paper +1.4" in done.stdout and "paper 40.7" in done.stdout
+    assert "Fewer than 3 seeds" in done.stdout and "Welch" in done.stdout
     assert "Runs listed apart" in done.stdout and "no_lrn-seed3" in done.stdout
     assert "report run:" in done.stdout
+    assert (
+        "compareRunsMode=CHART&viewStateShareKey=" in done.stdout
+        and "mlflow ui --backend-store-uri" in done.stdout
+    )
 
 
 def test_unknown_study_is_a_clear_error(trained_study: TrainedStudy, tmp_path: Path, capsys):

@@ -27,6 +27,6 @@ def test_the_demo_learns_the_digits(demo_shards, tmp_path, mlflow_uri, client):
 
     [run] = runs_of(client, "demo_learns")
     history = [m.value for m in client.get_metric_history(run.info.run_id, "val/top1_error")]
-    assert len(history) == cfg.trainer.max_epochs
+    assert 1 < len(history) <= cfg.trainer.max_epochs  # the lr policy may end it before max_epochs
     assert history[0] > 0.8  # it starts at chance...
     assert result["val/top1_error"] < WELL_BELOW_CHANCE < CHANCE_TOP1_ERROR  # ...and learns

@@ -39,6 +39,7 @@ def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> l
         "model.width=0.0625",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
+        "callbacks.final_eval.limit_batches=2",  # the final 10-crop eval: 2 batches, not 359 images
     ] + _quiet_one_epoch(out_dir, uri, experiment)
 
 

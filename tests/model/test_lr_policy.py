@@ -1,0 +1,108 @@
+"""The paper's lr policy on a scripted val-error sequence: /10 on the patience-th epoch in a row without a new
+best, at most three times, and the job ends when the last rate has plateaued too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from pipeline.lr_policy import PlateauDrops
+from pipeline.module import AlexNetModule
+from pipeline.tracking import keys
+
+# Val top-1 error per epoch. With patience 2: epochs 2 and 3 bring no new best (0.8 stays the best), so the
+# rate drops at the end of epoch 3; 4 improves (0.7), 5 and 6 do not: the second drop after epoch 6; 7 and 8:
+# the third after epoch 8; 9 improves (0.6), 10 and 11 do not: the last rate has plateaued, training ends
+# after epoch 11 (12 epochs run of at most 30). The remaining values would never be read.
+SCRIPT = [0.9, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.6, 0.6, 0.6] + [0.5] * 18
+LR_PER_EPOCH = [1.0] * 4 + [0.1] * 3 + [0.01] * 2 + [0.001] * 3  # the rate each epoch trains with
+DROP_EPOCHS = {3: 1, 6: 2, 8: 3}  # epoch -> drops done after its validation
+
+
+def feed(scheduler: PlateauDrops, optimizer: torch.optim.Optimizer, errors: list[float]) -> list[float]:
+    """Steps the scheduler once per epoch; returns the lr each epoch trained with, up to exhaustion."""
+    trained_with = []
+    for error in errors:
+        trained_with.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(error)
+        if scheduler.exhausted:
+            break
+    return trained_with
+
+
+def sgd(lr: float = 1.0) -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_drops_on_the_patience_th_flat_epoch_three_times_then_exhausts():
+    optimizer = sgd()
+    scheduler = PlateauDrops(optimizer, factor=0.1, patience=2, max_drops=3)
+    assert feed(scheduler, optimizer, SCRIPT) == pytest.approx(LR_PER_EPOCH)
+    assert (scheduler.drops, scheduler.exhausted, scheduler.last_epoch) == (3, True, 12)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # never below lr * factor**max_drops
+
+
+def test_patience_one_drops_on_the_first_epoch_without_improvement():
+    optimizer = sgd()
+    scheduler = PlateauDrops(optimizer, factor=0.1, patience=1, max_drops=1)
+    assert feed(scheduler, optimizer, [0.9, 0.8, 0.85, 0.7, 0.75]) == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.1])
+    assert scheduler.exhausted
+
+
+def test_the_policy_state_survives_a_checkpoint():
+    optimizer = sgd()
+    scheduler = PlateauDrops(optimizer, factor=0.1, patience=2, max_drops=3)
+    feed(scheduler, optimizer, SCRIPT[:7])  # two drops so far
+    resumed_optimizer = sgd(optimizer.param_groups[0]["lr"])
+    resumed = PlateauDrops(resumed_optimizer, factor=0.1, patience=2, max_drops=3)
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed.drops == 2
+    assert feed(resumed, resumed_optimizer, SCRIPT[7:]) == pytest.approx(LR_PER_EPOCH[7:])
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"factor": 1.0}, "optim.lr_factor"),
+        ({"patience": 0}, "optim.lr_patience"),
+        ({"max_drops": -1}, "optim.max_lr_drops"),
+    ],
+)
+def test_bad_settings_are_value_errors_naming_the_setting(settings: dict, name: str):
+    arguments = {"factor": 0.1, "patience": 2, "max_drops": 3, **settings}
+    with pytest.raises(ValueError, match=name):
+        PlateauDrops(sgd(), **arguments)
+
+
+class ScriptedValError(AlexNetModule):
+    """Logs the scripted val error for the epoch instead of the measured one."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_top1.reset()
+        self.val_top5.reset()
+        self.log(keys.VAL_TOP1, SCRIPT[self.current_epoch])
+
+
+class RecordLr(Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: AlexNetModule) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_training_stops_when_the_last_rate_has_plateaued():
+    torch.manual_seed(0)
+    module = ScriptedValError(2, width=0.0625, in_size=67, lr=1.0, lr_patience=2, max_lr_drops=3)
+    images, labels = torch.randn(2, 3, 67, 67), torch.tensor([0, 1])
+    loader = DataLoader(TensorDataset(images, labels), batch_size=2)
+    record = RecordLr()
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert trainer.current_epoch == 12  # epochs 0..11, then the stop (max_epochs=30 never reached)
+    assert record.lrs == pytest.approx(LR_PER_EPOCH)
