@@ -17,6 +17,7 @@ VAL_TOP1 = "val/top1_error"
 VAL_TOP5 = "val/top5_error"
 LEARNING_RATE = "lr"
 IMAGES_PER_S = "throughput/images_per_s"
+SKIPPED_SAMPLES = "data/skipped_samples"  # samples skipped as corrupt or lost to damaged shards, all ranks
 EPOCH = "epoch"  # Lightning logs it at the step of every other metric
 
 

@@ -1,0 +1,41 @@
+"""Faults the resilience tests inject into a training job through its config (``+callbacks.fault=...``).
+
+Importable by the job's processes when ``tests/resilience`` is on PYTHONPATH (the tests set it for the
+subprocesses they start; in-process jobs import it from the test's own path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class SignalAtStep(Callback):
+    """Sends ``signal`` (default SIGTERM) to this job's launching process once ``step`` training steps are
+    done, as Slurm does to a job it preempts (Lightning forwards it to the ranks it started)."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+        self.step = step
+        self.signum = signal.Signals[signal_name]
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            os.kill(os.getpid(), self.signum)
+
+
+class RaiseAtStep(Callback):
+    """Raises in the training process at ``step``: a fault in the main process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"injected fault at step {self.step}")
