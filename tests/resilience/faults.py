@@ -15,17 +15,22 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 class SignalAtStep(Callback):
     """Sends ``signal`` (default SIGTERM) to this job's launching process once ``step`` training steps are
-    done, as Slurm does to a job it preempts (Lightning forwards it to the ranks it started)."""
+    done (Lightning forwards it to the ranks it started), or with ``group`` to its whole process group, loader
+    workers included, as Slurm does to a job it preempts."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+    def __init__(self, step: int, signal_name: str = "SIGTERM", group: bool = False) -> None:
         self.step = step
         self.signum = signal.Signals[signal_name]
+        self.group = group
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step == self.step and trainer.global_rank == 0:
-            os.kill(os.getpid(), self.signum)
+            if self.group:
+                os.killpg(os.getpgid(0), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
 
 
 class RaiseAtStep(Callback):
