@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -44,3 +45,19 @@ class RaiseAtStep(Callback):
     ) -> None:
         if trainer.global_step == self.step:
             raise RuntimeError(f"injected fault at step {self.step}")
+
+
+class StepClock(Callback):
+    """Appends each training step's end time (time.time()) to ``path``, one per line, after sleeping
+    ``sleep_s`` in the step (a long, CPU-light job: the tracking-outage test spans minutes with it)."""
+
+    def __init__(self, path: str, sleep_s: float = 0.0) -> None:
+        self.path = path
+        self.sleep_s = sleep_s
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        time.sleep(self.sleep_s)
+        with open(self.path, "a") as clock:
+            clock.write(f"{trainer.global_step} {time.time():.3f}\n")
