@@ -73,10 +73,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
     except pickle.UnpicklingError as error:
         if "weights_only" not in str(error):
             raise
+        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        why = " ".join(lines) or str(error).splitlines()[0]
         raise UnsafeCheckpointError(
-            f"refusing to load {path}: it holds objects beyond tensors and plain values, which loading would "
-            f"execute ({str(error).splitlines()[0]}). Only load checkpoints you trust; a type this project "
-            f"needs belongs in pipeline.checkpoints.SAFE_GLOBALS"
+            f"refusing to load {path}: it holds objects beyond tensors and plain values, which loading could "
+            f"execute ({why}). Load only checkpoints you trust; a type this project needs belongs in "
+            "pipeline.checkpoints.SAFE_GLOBALS"
         ) from error
 
 
