@@ -4,6 +4,9 @@ samples; checkpoints on SIGTERM and every N steps or M minutes (what else they h
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from pipeline.tracking import keys
 from pipeline.tracking.outbox import BufferedMlflowLogger
 
 TILE_SCALE = 4
+log = logging.getLogger(__name__)
 
 
 def _mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
@@ -112,12 +116,38 @@ class BestCheckpointArtifact(Callback):
 
 
 class CheckpointOnSigterm(Callback):
-    """Writes ``last.ckpt`` when Lightning stops on SIGTERM (Slurm preemption or requeue). Lightning raises
-    SIGTERMException at a batch boundary, after the step's metrics are logged, so the requeued job resumes at
-    the next step: no step lost, none logged twice."""
+    """Stops on SIGTERM (Slurm's preemption or requeue) at the end of a training step, on every rank at the
+    same step, and writes ``last.ckpt`` there: no step lost, none logged twice.
+
+    Lightning's own SIGTERM handler broadcasts from inside the signal handler, wherever each rank happens to
+    be, and a checkpoint (whose loader and RNG state are gathered from all ranks) can then pair mismatched
+    collectives and hang. This callback's handler only sets a flag; after each step the ranks agree on it (a
+    sum over ranks: any rank signalled stops all) and raise the flag Lightning checks once the step's metrics
+    are logged. Lightning then raises SIGTERMException on every rank, and ``on_exception`` writes the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._signalled = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self._signalled = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning registered its handlers; Lightning's teardown puts the ones from before fit back
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handler)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        signalled = torch.tensor(float(self._signalled), device=pl_module.device)
+        if trainer.world_size > 1:
+            signalled = trainer.strategy.reduce(signalled, reduce_op="sum")
+        if signalled.item() > 0 and not trainer.received_sigterm:
+            log.info(
+                "SIGTERM: stopping after step %d on every rank, writing %s", trainer.global_step, self.path
+            )
+            trainer._signal_connector.received_sigterm = True  # Lightning raises at this step's end
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,34 @@ def _one_thread_per_test_process():
 def mlflow_uri(tmp_path_factory) -> str:
     """One sqlite store per session; each test has its own experiment."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The uninterrupted job of ``resume_helpers.job_overrides``: its run, loss curve, final weights, and a
+    copy of every checkpoint it wrote (``<global step>.ckpt``)."""
+
+    uri: str
+    run_id: str
+    curve: dict[int, float]
+    ckpt_dir: Path
+    archive: Path
+
+
+@pytest.fixture(scope="session")
+def reference(demo_shards, tmp_path_factory) -> Reference:
+    from resume_helpers import job_overrides, loss_curve
+    from train_helpers import compose_train
+
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("reference")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    archive = [
+        "+callbacks.archive._target_=faults.ArchiveCheckpoints",
+        f"+callbacks.archive.ckpt_dir={root / 'out' / 'checkpoints'}",
+        f"+callbacks.archive.archive={root / 'archive'}",
+    ]
+    result = train(compose_train(job_overrides(demo_shards, root / "out", uri, "reference") + archive))
+    curve = loss_curve(uri, result["run_id"])
+    return Reference(uri, result["run_id"], curve, root / "out" / "checkpoints", root / "archive")

@@ -6,11 +6,14 @@ subprocesses they start; in-process jobs import it from the test's own path).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -61,3 +64,33 @@ class StepClock(Callback):
         time.sleep(self.sleep_s)
         with open(self.path, "a") as clock:
             clock.write(f"{trainer.global_step} {time.time():.3f}\n")
+
+
+class ArchiveCheckpoints(Callback):
+    """Copies ``last.ckpt`` of ``ckpt_dir`` into ``archive`` as ``<global step>.ckpt`` each time it changes
+    (checked after every step and epoch end): every checkpoint the job wrote, for the simulated kills."""
+
+    def __init__(self, ckpt_dir: str, archive: str) -> None:
+        self.last = Path(ckpt_dir) / "last.ckpt"
+        self.archive = Path(archive)
+        self._seen: tuple[int, int] | None = None
+
+    def _check(self) -> None:
+        if not self.last.is_file():
+            return
+        stat = self.last.stat()
+        if (stat.st_ino, stat.st_mtime_ns) != self._seen:
+            self._seen = (stat.st_ino, stat.st_mtime_ns)
+            self.archive.mkdir(parents=True, exist_ok=True)
+            data = self.last.read_bytes()
+            step = torch.load(io.BytesIO(data), weights_only=True, mmap=False)["global_step"]
+            (self.archive / f"{step:05d}.ckpt").write_bytes(data)
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self._check()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check()

@@ -18,10 +18,13 @@ EPOCHS = 2
 TOLERANCE = 1e-6  # CPU, fp32: the resumed job computes the same floats; anything looser hides a wrong batch
 
 
+CHECKPOINT_EVERY = 2  # steps between periodic checkpoints in these jobs
+
+
 def job_overrides(shards: Path, out: Path, uri: str, experiment: str, *, workers: int = 2) -> list[str]:
     """The demo profile shrunk to seconds: 2 epochs of 8 steps of 16 full-size crops, a 1/16-width net
-    (dropout and PCA lighting on: their random draws must resume too), every step logged, no periodic
-    checkpoint unless a test adds one."""
+    (dropout and PCA lighting on: their random draws must resume too), every step logged, a checkpoint every
+    2 steps."""
     return [
         "profile=demo",
         f"data.root={shards}",
@@ -36,7 +39,7 @@ def job_overrides(shards: Path, out: Path, uri: str, experiment: str, *, workers
         "trainer.num_sanity_val_steps=0",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
-        "callbacks.periodic_checkpoint.every_n_train_steps=null",
+        f"callbacks.periodic_checkpoint.every_n_train_steps={CHECKPOINT_EVERY}",
         "callbacks.conv1_figure=null",
         f"paths.output_dir={out}",
         f"logger.tracking_uri={uri}",

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from mlflow.tracking import MlflowClient
 from resume_helpers import (
     EPOCHS,
     STEPS_PER_EPOCH,
@@ -20,6 +21,7 @@ from resume_helpers import (
 )
 from train_helpers import compose_train, runs_of
 
+from pipeline.checkpoints import load_checkpoint
 from pipeline.train import train
 
 STEPS = EPOCHS * STEPS_PER_EPOCH
@@ -29,23 +31,18 @@ def _stop_at(step: int) -> list[str]:
     return ["+callbacks.fault._target_=faults.SignalAtStep", f"+callbacks.fault.step={step}"]
 
 
-def test_sigterm_at_a_random_step_resumes_every_step_exactly(demo_shards, tmp_path, mlflow_uri):
-    stop = random.Random().randrange(1, STEPS)  # any step but the last; printed on failure below
-    reference = train(compose_train(job_overrides(demo_shards, tmp_path / "ref", mlflow_uri, "exact")))
+def test_sigterm_at_a_random_step_resumes_every_step_exactly(demo_shards, tmp_path, mlflow_uri, reference):
+    stop = random.Random().randrange(1, STEPS)  # any step but the last
+    print(f"SIGTERM after step {stop}")
     job = job_overrides(demo_shards, tmp_path / "job", mlflow_uri, "exact")
     with pytest.raises(SIGTERMException):
         train(compose_train(job + _stop_at(stop)))
     resumed = train(compose_train(job))  # the requeued job: same ckpt_dir, finds last.ckpt and its run
 
-    assert resumed["run_id"] != reference["run_id"], f"stopped at step {stop}"
-    from mlflow.tracking import MlflowClient
-
-    run = MlflowClient(mlflow_uri).get_run(resumed["run_id"])
-    assert run.info.status == "FINISHED"
-    assert_same_curve(loss_curve(mlflow_uri, resumed["run_id"]), loss_curve(mlflow_uri, reference["run_id"]))
-    assert_same_weights(
-        final_weights(tmp_path / "job" / "checkpoints"), final_weights(tmp_path / "ref" / "checkpoints")
-    )
+    [run] = runs_of(MlflowClient(mlflow_uri), "exact")
+    assert run.info.run_id == resumed["run_id"] and run.info.status == "FINISHED"
+    assert_same_curve(loss_curve(mlflow_uri, resumed["run_id"]), reference.curve)
+    assert_same_weights(final_weights(tmp_path / "job" / "checkpoints"), final_weights(reference.ckpt_dir))
 
 
 @pytest.mark.slow
@@ -54,22 +51,22 @@ def test_sigterm_resume_is_exact_on_two_ddp_ranks_with_two_workers_each(demo_sha
     stop = random.Random().randrange(1, STEPS)
     ddp = ["trainer=ddp", "trainer.devices=2", "data.batch_size=32"]  # 16 per rank
 
-    def run(name: str, *extra: str):
-        return cli([*job_overrides(demo_shards, tmp_path / name, uri, "ddp_exact"), *ddp, *extra], tmp_path)
+    def run(name: str, experiment: str, *extra: str):
+        overrides = job_overrides(demo_shards, tmp_path / name, uri, experiment)
+        result = cli([*overrides, *ddp, *extra], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]  # SIGTERM: Lightning exits 0, no result
+        return result
 
-    assert run("ref").returncode == 0
-    stopped = run("job", *_stop_at(stop))
-    assert stopped.returncode != 0 and "SIGTERM" in stopped.stderr, stopped.stderr[-2000:]
-    resumed = run("job")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run("ref", "ddp_reference")
+    stopped = run("job", "ddp_resumed", *_stop_at(stop))
+    assert f"SIGTERM: stopping after step {stop} on every rank" in stopped.stdout + stopped.stderr
+    assert load_checkpoint(tmp_path / "job" / "checkpoints" / "last.ckpt")["global_step"] == stop
+    run("job", "ddp_resumed")
 
-    from mlflow.tracking import MlflowClient
-
-    runs = {run.info.run_name: run for run in runs_of(MlflowClient(uri), "ddp_exact")}
-    assert len(runs_of(MlflowClient(uri), "ddp_exact")) == 2, f"stopped at step {stop}"
-    curves = [loss_curve(uri, run.info.run_id) for run in runs_of(MlflowClient(uri), "ddp_exact")]
-    assert all(run.info.status == "FINISHED" for run in runs.values())
-    assert_same_curve(curves[0], curves[1])
+    client = MlflowClient(uri)
+    [reference], [resumed] = runs_of(client, "ddp_reference"), runs_of(client, "ddp_resumed")
+    assert resumed.info.status == "FINISHED", f"stopped after step {stop}"
+    assert_same_curve(loss_curve(uri, resumed.info.run_id), loss_curve(uri, reference.info.run_id))
     assert_same_weights(
         final_weights(tmp_path / "job" / "checkpoints"), final_weights(tmp_path / "ref" / "checkpoints")
     )
