@@ -1,7 +1,12 @@
-"""Training callbacks: throughput, conv1 kernel figure (the paper's Figure 3), best checkpoint, SIGTERM."""
+"""Training callbacks: throughput, conv1 kernel figure (the paper's Figure 3), best checkpoint, skipped
+samples; checkpoints on SIGTERM and every N steps or M minutes (what else they hold to resume exactly:
+``pipeline.resume``)."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,12 +19,29 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
 
 from pipeline.tracking import keys
+from pipeline.tracking.outbox import BufferedMlflowLogger
 
 TILE_SCALE = 4
+log = logging.getLogger(__name__)
 
 
 def _mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None)
+
+
+def _log_artifact(logger: MLFlowLogger, path: str, folder: str) -> None:
+    """Through the logger's outbox when it has one (pipeline.tracking.outbox), so an outage does not block."""
+    if isinstance(logger, BufferedMlflowLogger):
+        logger.log_artifact(path, folder)
+    else:
+        logger.experiment.log_artifact(logger.run_id, path, folder)
+
+
+def _set_tag(logger: MLFlowLogger, key: str, value: str) -> None:
+    if isinstance(logger, BufferedMlflowLogger):
+        logger.set_tag(key, value)
+    else:
+        logger.experiment.set_tag(logger.run_id, key, value)
 
 
 class ImagesPerSecond(Callback):
@@ -76,7 +98,7 @@ class Conv1KernelFigure(Callback):
         path = conv1_kernel_figure(weight, self.out_dir / "conv1_kernels.png")
         logger = _mlflow_logger(trainer)
         if logger is not None:
-            logger.experiment.log_artifact(logger.run_id, str(path), keys.ARTIFACT_FIGURES)
+            _log_artifact(logger, str(path), keys.ARTIFACT_FIGURES)
 
 
 class BestCheckpointArtifact(Callback):
@@ -89,18 +111,121 @@ class BestCheckpointArtifact(Callback):
             return
         best = checkpoint.best_model_path
         if best and Path(best).is_file():
-            logger.experiment.log_artifact(logger.run_id, best, keys.ARTIFACT_CHECKPOINTS)
-            logger.experiment.set_tag(logger.run_id, keys.TAG_BEST_CHECKPOINT, best)
+            _log_artifact(logger, best, keys.ARTIFACT_CHECKPOINTS)
+            _set_tag(logger, keys.TAG_BEST_CHECKPOINT, best)
 
 
 class CheckpointOnSigterm(Callback):
-    """Writes ``last.ckpt`` when Lightning stops on SIGTERM (Slurm preemption or requeue). Lightning raises
-    SIGTERMException at a batch boundary, after the step's metrics are logged, so the requeued job resumes at
-    the next step: no step lost, none logged twice."""
+    """Stops on SIGTERM (Slurm's preemption or requeue) at the end of a training step, on every rank at the
+    same step, and writes ``last.ckpt`` there: no step lost, none logged twice.
+
+    Lightning's own SIGTERM handler broadcasts from inside the signal handler, wherever each rank happens to
+    be, and a checkpoint (whose loader and RNG state are gathered from all ranks) can then pair mismatched
+    collectives and hang. This callback's handler only sets a flag; after each step the ranks agree on it (a
+    sum over ranks: any rank signalled stops all) and raise the flag Lightning checks once the step's metrics
+    are logged. Lightning then raises SIGTERMException on every rank, and ``on_exception`` writes the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._signalled = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self._signalled = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning registered its handlers; Lightning's teardown puts the ones from before fit back
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handler)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        signalled = torch.tensor(float(self._signalled), device=pl_module.device)
+        if trainer.world_size > 1:
+            signalled = trainer.strategy.reduce(signalled, reduce_op="sum")
+        if signalled.item() > 0 and not trainer.received_sigterm:
+            log.info(
+                "SIGTERM: stopping after step %d on every rank, writing %s", trainer.global_step, self.path
+            )
+            trainer._signal_connector.received_sigterm = True  # Lightning raises at this step's end
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)
+
+
+class PeriodicCheckpoint(Callback):
+    """Writes ``last.ckpt`` every ``every_n_train_steps`` training steps or every ``every_n_minutes`` minutes,
+    whichever comes first (None turns a trigger off), so that a hard kill (SIGKILL, node loss, OOM) costs at
+    most that much training. Not on an epoch's last batch: the end-of-epoch checkpoint follows it. Under DDP
+    rank 0's clock decides for every rank (a broadcast per step while the time trigger is on)."""
+
+    def __init__(
+        self, dirpath: str, every_n_train_steps: int | None = None, every_n_minutes: float | None = None
+    ) -> None:
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(
+                f"callbacks.periodic_checkpoint.every_n_train_steps must be >= 1 or null "
+                f"(got {every_n_train_steps})"
+            )
+        if every_n_minutes is not None and every_n_minutes <= 0:
+            raise ValueError(
+                f"callbacks.periodic_checkpoint.every_n_minutes must be > 0 or null (got {every_n_minutes})"
+            )
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_train_steps = every_n_train_steps
+        self.every_s = every_n_minutes * 60 if every_n_minutes is not None else None
+        self._last_save = time.monotonic()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._last_save = time.monotonic()
+
+    def _due(self, trainer: Trainer) -> bool:
+        due = self.every_n_train_steps is not None and trainer.global_step % self.every_n_train_steps == 0
+        if self.every_s is not None:
+            late = time.monotonic() - self._last_save >= self.every_s
+            due = bool(trainer.strategy.broadcast(due or late, src=0))
+        return due
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not self._due(trainer):
+            return
+        trainer.save_checkpoint(self.path)
+        self._last_save = time.monotonic()
+
+
+class SkippedSamples(Callback):
+    """Logs ``data/skipped_samples``: samples the loaders skipped as corrupt or lost to a damaged shard, over
+    all ranks, since the run began (carried across resumes in the checkpoint), every ``log_every_n_steps``
+    steps and at each epoch's end. Each skip is also a warning naming the shard (``pipeline.data``)."""
+
+    KEY = keys.SKIPPED_SAMPLES
+
+    def __init__(self) -> None:
+        self.before = 0  # skipped by the jobs this run resumed from
+        self.total = 0
+
+    def _count(self, trainer: Trainer, pl_module: LightningModule) -> float:
+        local = torch.tensor(
+            float(getattr(trainer.datamodule, "corrupt_samples", 0)), device=pl_module.device
+        )
+        self.total = self.before + int(trainer.strategy.reduce(local, reduce_op="sum").item())
+        return float(self.total)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            count = self._count(trainer, pl_module)
+            pl_module.log(self.KEY, count, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log(self.KEY, self._count(trainer, pl_module), on_epoch=True, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = self.total = int(state_dict.get("total", 0))

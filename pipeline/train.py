@@ -67,13 +67,18 @@ def study_name(cfg: DictConfig, run_name: str) -> str:
 def _instantiate_trainer(cfg: DictConfig) -> Trainer:
     from lightning.pytorch.callbacks import ProgressBar
 
+    from pipeline.checkpoints import AtomicCheckpointIO
+
     callbacks = [
         instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
     ]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     # The logger is attached once the run exists: its tags need the trainer's world size and strategy.
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    # Checkpoints written atomically (the replaced one kept as .prev) and read with weights_only=True.
+    trainer: Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+    )
     if (
         trainer.world_size > 1
         and HydraConfig.initialized()
@@ -150,6 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch import seed_everything
 
     from pipeline.callbacks import CheckpointOnSigterm
+    from pipeline.resume import ResumeState
     from pipeline.tracking.identity import RunIdentity
     from pipeline.tracking.lineage import log_lineage
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
@@ -174,11 +180,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         params=dict(flatten(OmegaConf.to_container(cfg, resolve=True))),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
-    trainer.loggers = [identity.logger(run_name)]
-    trainer.callbacks += [identity.share(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
+    trainer.loggers = [
+        identity.logger(
+            run_name,
+            flush_timeout_s=float(cfg.logger.flush_timeout_s),
+            stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
+        )
+    ]
+    trainer.callbacks += [identity.share(), ResumeState(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
     with identity.running():
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
-        trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)
     return _results(trainer, identity.run_id)
 
 

@@ -39,31 +39,55 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     )
 
 
+class MlflowServer:
+    """A server that a test can stop and start again on the same port and store (a tracking outage)."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+        ]  # fmt: skip
+        env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job workers: ~0.5 GB and ~9 s to healthy
+        log = self.root / "server.log"
+        with log.open("a") as log_file:
+            # its own process group, so the web worker it forks is stopped with it
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.root,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_healthy(self.url, self.process, log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
 @contextmanager
 def mlflow_server(root: Path) -> Iterator[str]:
     """Starts the server with its store under ``root``, yields its URL, and always terminates it."""
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-    ]  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job workers: ~0.5 GB and ~9 s to healthy
-    log = root / "server.log"
-    with log.open("w") as log_file:
-        # its own process group, so the web worker it forks is stopped with it
-        server = subprocess.Popen(
-            command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, server, log)
-            yield url
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+    server = MlflowServer(root)
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import signal
 import sys
@@ -20,6 +22,29 @@ from pipeline.data.transforms import CenterCrop, TrainCrop, collate, pca_lightin
 
 PIXEL_MAX = 255.0
 DECODE_PATHS = ("workers", "device")
+
+
+def _kill_workers_at_exit() -> None:
+    """Python's exit stops daemonic children with SIGTERM, which the loader workers ignore, then joins them:
+    a job that fails with workers alive would wait forever. Registered after multiprocessing's exit hook, this
+    runs before it and SIGKILLs them (they only read shards); torch's SIGCHLD check would call it a crash."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if not children:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=5)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _register_exit_hook() -> None:
+    if not _EXIT_HOOK:
+        atexit.register(_kill_workers_at_exit)
+        _EXIT_HOOK.append(True)
 
 
 def ignore_sigterm_in_worker(worker_id: int) -> None:
@@ -155,7 +180,9 @@ class ShardDataModule(L.LightningDataModule):
         on_device = self.decode == "device"
         self._train = TrainStream(
             shards,
-            transform=(TrainCropParams if on_device else TrainCrop)(self.crop_size, self.load_size),
+            transform=(TrainCropParams if on_device else TrainCrop)(
+                self.crop_size, self.load_size, self.num_classes
+            ),
             collate_fn=collate_jpegs if on_device else collate,
             batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer,
@@ -164,7 +191,9 @@ class ShardDataModule(L.LightningDataModule):
             world_size=self.world_size,
             num_workers=self.num_workers,
         )
-        return EpochDataLoader(self._train, epoch_source=self._trainer_epoch, **self._loader_args())
+        return EpochDataLoader(
+            self._train, epoch_source=self._trainer_epoch, gather=self._gather_rows, **self._loader_args()
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader(crop="center")
@@ -179,7 +208,9 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"crop must be 'center' or 'full' (got {crop!r})")
         stream = EvalStream(
             self._shards(split),
-            transform=CenterCrop(self.crop_size if crop == "center" else self.full_size, self.load_size),
+            transform=CenterCrop(
+                self.crop_size if crop == "center" else self.full_size, self.load_size, self.num_classes
+            ),
             batch_size=self.val_batch_size,
             rank=self.rank,
             world_size=self.world_size,
@@ -189,8 +220,15 @@ class ShardDataModule(L.LightningDataModule):
         return DataLoader(stream, batch_size=None, **self._loader_args())
 
     def _loader_args(self) -> dict:
-        args = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        # Its own generator: a DataLoader draws its workers' base seed at every pass, from the global RNG
+        # otherwise, which would shift dropout and PCA lighting against a resumed job (workers draw nothing).
+        args = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
         if self.num_workers > 0:
+            _register_exit_hook()
             args |= {
                 "persistent_workers": self.persistent_workers,
                 "multiprocessing_context": self.multiprocessing_context,
@@ -201,9 +239,18 @@ class ShardDataModule(L.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
 
+    def _gather_rows(self, row: torch.Tensor) -> torch.Tensor:
+        """[world size, n]: every rank's ``row`` (a collective: every rank calls it at the same point)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return row[None]
+        gathered = trainer.strategy.all_gather(row.to(trainer.strategy.root_device))
+        return gathered.cpu().reshape(trainer.world_size, -1)
+
     @property
     def corrupt_samples(self) -> int:
-        """Samples skipped as corrupt so far by this process's train and eval loaders (log it as a metric)."""
+        """Samples skipped as corrupt, or lost to a damaged shard, so far by this process's train and eval
+        loaders (``pipeline.callbacks.SkippedSamples`` logs them as ``data/skipped_samples``)."""
         streams = ([self._train] if self._train is not None else []) + self._evals
         return sum(stream.skips.total for stream in streams) + self.device_decode.skipped
 

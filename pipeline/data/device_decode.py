@@ -35,7 +35,6 @@ from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL
 from pipeline.data.transforms import (
     _TORCHCODEC_NOTICE,
     CorruptSampleError,
-    _random_ints,
     check_size,
     to_full_size,
 )
@@ -84,14 +83,20 @@ class TrainCropParams:
     resize=short256 or none); the crop offsets are then drawn in that frame, as ``TrainCrop`` draws them.
     """
 
-    def __init__(self, size: int, full: int | None = None) -> None:
+    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
+        self.num_classes = num_classes
 
-    def __call__(self, sample: dict[str, Any]) -> tuple[bytes, int, Crop]:
+    def __call__(self, sample: dict[str, Any], draws: tuple[int, int, int]) -> tuple[bytes, int, Crop]:
+        """``draws``: the sample's three random integers, exactly those ``TrainCrop`` gets."""
         key, url = str(sample.get("__key__")), str(sample.get("__url__"))
         try:
+            if "__damaged__" in sample:
+                raise ValueError(sample["__damaged__"])
             label = int(sample[SAMPLE_LABEL])
+            if self.num_classes is not None and not 0 <= label < self.num_classes:
+                raise ValueError(f"label {label} is not in [0, {self.num_classes})")
             data = bytes(sample[SAMPLE_IMAGE])
             height, width = jpeg_size(data)
         except (KeyError, ValueError, TypeError) as exc:
@@ -99,7 +104,7 @@ class TrainCropParams:
         if self.full is not None:
             height, width = self.full, self.full
         check_size(height, width, self.size, sample)
-        top, left, flip = _random_ints(3)  # exactly TrainCrop's draw
+        top, left, flip = draws
         return data, label, (top % (height - self.size + 1), left % (width - self.size + 1), flip % 2)
 
 

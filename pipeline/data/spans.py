@@ -69,7 +69,8 @@ def even_range(total: int, parts: int, index: int) -> tuple[int, int]:
 
 
 class SkipCounter:
-    """Counts samples skipped as corrupt: one shared-memory slot per DataLoader worker, so no races.
+    """Counts samples skipped as corrupt or lost to a damaged shard: one shared-memory slot per DataLoader
+    worker, so no races.
 
     The tensor lives in shared memory, so counts made inside worker processes are visible to the main process
     (``total``), where the DataModule reports them for logging.
@@ -87,49 +88,54 @@ class SkipCounter:
 
 
 class SkipHandler:
-    """A webdataset exception handler: logs and counts a corrupt sample or bad tar member, then goes on.
+    """A webdataset exception handler: logs and counts corrupt samples, or a damaged shard's lost samples.
 
-    Anything else (a configuration error, a missing file) is re-raised. A sample skipped again in the same
-    epoch (a worker re-reading its range to fill its quota) is counted once.
+    Anything else (a configuration error, a missing file) is re-raised. Damage met again in the same epoch (a
+    worker re-reading its range to fill its quota) is counted once. While ``muted`` (a resumed worker reading
+    back to its checkpointed position) damage is skipped silently: the checkpoint's count holds it already.
     """
 
     def __init__(self, counts: torch.Tensor, slot: int) -> None:
         self.counts = counts
         self.slot = slot
         self.seen: set[str] = set()
+        self.muted = False
 
-    def __call__(self, exc: Exception) -> bool:
+    def __call__(self, exc: Exception, samples: int = 1) -> bool:
         if not isinstance(exc, CorruptSampleError | tarfile.TarError):
             raise exc
         what = str(exc)
         if what not in self.seen:
             self.seen.add(what)
-            self.counts[self.slot] += 1
-            log.warning("skipped %s", what)
+            if not self.muted:
+                self.counts[self.slot] += samples
+                log.warning("skipped %s%s", what, f" ({samples} samples lost)" if samples != 1 else "")
         return True
 
 
-def _span_samples(stream: BinaryIO, span: Span) -> Iterator[dict]:
+def _read_span(stream: BinaryIO, span: Span, handler: SkipHandler) -> Iterator[dict]:
+    """Samples [start, stop) of one shard. Damage that stops the tar stream (it cannot resynchronise) is
+    handed to ``handler`` with the number of samples it loses: the rest of this span."""
     position = span.start
-    for sample in islice(tar_samples(stream, span.url), span.start, span.stop):
-        yield sample
-        position += 1
-    if position < span.stop:
-        raise tarfile.ReadError(
-            f"{span.url} ends after {position} samples, fewer than its manifest entry; "
-            f"check the shards with alexnet-prep-verify"
-        )
+    try:
+        for sample in islice(tar_samples(stream, span.url), span.start, span.stop):
+            yield sample
+            position += 1
+        if position < span.stop:
+            raise tarfile.ReadError(
+                f"{span.url} ends after {position} samples, fewer than its manifest entry; "
+                f"check the shards with alexnet-prep-verify"
+            )
+    except tarfile.ReadError as exc:
+        handler(exc, span.stop - position)
 
 
 def _read_spans(spans: Iterable[Span], handler: SkipHandler) -> Iterator[dict]:
-    """tarfile_to_samples for spans: closes each shard when done (no ResourceWarning). A damaged or short
-    shard is counted and logged once, and the rest of it skipped (a tar stream cannot resynchronise)."""
+    """tarfile_to_samples for spans: closes each shard when done (no ResourceWarning); a damaged or short
+    shard is counted and logged once, and the rest of it skipped."""
     for span in spans:
         with open(span.url, "rb") as stream:
-            try:
-                yield from _span_samples(stream, span)
-            except tarfile.ReadError as exc:
-                handler(exc)
+            yield from _read_span(stream, span, handler)
 
 
 read_spans = pipelinefilter(_read_spans)

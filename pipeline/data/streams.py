@@ -5,9 +5,10 @@ Train, per epoch::
     shards (manifest order) -> shuffled with seed + epoch (same on every rank)
       -> split by node   (this rank's contiguous share: `batches` x batch_size samples)
       -> split by worker (this worker's whole batches of that share)
-      -> tar -> samples (corrupt ones skipped, counted, logged) -> shuffle buffer
-      -> decode JPEG + random crop + flip (in the worker) -> repeat until the worker's quota -> batch
+      -> tar -> samples (damaged ones skipped, counted, logged) -> shuffle buffer
+      -> decode JPEG + crop + flip drawn from (seed, epoch, rank, worker, sample index) (in the worker)
          (data.decode=device: the worker draws the same crop + flip, the batch is decoded on the device)
+      -> repeat until the worker's quota -> batch, tagged with the worker's position (position.py)
 
 Eval: the same without shuffling, the quota or dropping: every image exactly once across ranks and workers.
 Rank and world size are plain constructor arguments (the DataModule takes them from the trainer), never read
@@ -25,8 +26,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.data.spans import SkipCounter, epoch_shards, even_range, read_spans, take_samples
-from pipeline.data.transforms import collate
+from pipeline.data.position import LoaderPosition, PositionTracker, RankPosition
+from pipeline.data.spans import SkipCounter, SkipHandler, epoch_shards, even_range, read_spans, take_samples
+from pipeline.data.transforms import CorruptSampleError, collate, sample_draws, stream_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -44,13 +46,18 @@ class TrainStream(IterableDataset):
     splits those batches evenly among its workers. The < world x batch_size samples left over are dropped this
     epoch (different ones next epoch, as the order changes). A worker short of its quota because of corrupt
     samples re-reads its share (a few samples seen twice), so a corrupt sample cannot make ranks disagree.
+
+    Each batch leaves the worker as (batch, (worker, samples drawn)); ``EpochDataLoader`` keeps the second
+    element (the loader's position, ``pipeline.data.position``) and hands the batch on: (images, labels), or
+    a ``device_decode.JpegBatch`` with data.decode=device. Where an
+    epoch starts (a resumed job: mid-epoch) is set in shared memory by ``set_start`` before the workers start.
     """
 
     def __init__(
         self,
         shards: Sequence[tuple[str, int]],
         *,
-        transform: Callable[[dict[str, Any]], tuple[torch.Tensor, int]],
+        transform: Callable[[dict[str, Any], tuple[int, int, int]], Any],
         batch_size: int,
         shuffle_buffer: int,
         seed: int,
@@ -68,11 +75,14 @@ class TrainStream(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.workers = max(1, num_workers)
         self.samples = sum(count for _, count in self.shards)
         self.batches = self.samples // (world_size * batch_size)
         self.skips = SkipCounter(num_workers)
-        # Shared memory: the main process sets it, workers (fresh or persistent) read it when an epoch starts.
+        # Shared memory: the main process sets them, workers (fresh or persistent) read them when an epoch
+        # starts. _start: [rotation, batches done by worker 0..W-1, samples drawn by worker 0..W-1].
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._start = torch.zeros(1 + 2 * self.workers, dtype=torch.int64).share_memory_()
 
     @property
     def epoch(self) -> int:
@@ -81,10 +91,30 @@ class TrainStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(epoch)
 
+    def set_start(self, start: RankPosition) -> None:
+        """Where the next pass starts: each worker's batches and samples done, the worker that goes first."""
+        if len(start.workers) != self.workers:
+            raise ValueError(
+                f"a start for {len(start.workers)} loader workers, this loader has {self.workers}"
+            )
+        batches = [worker.batches for worker in start.workers]
+        samples = [worker.samples for worker in start.workers]
+        self._start.copy_(torch.tensor([start.next_worker, *batches, *samples], dtype=torch.int64))
+
+    def quotas(self) -> list[int]:
+        """Batches per worker in an epoch."""
+        return [
+            stop - first
+            for first, stop in (even_range(self.batches, self.workers, w) for w in range(self.workers))
+        ]
+
     def __len__(self) -> int:
         return self.batches
 
-    def sample_pipeline(self, epoch: int, worker: int, workers: int, handler: Callable) -> wds.DataPipeline:
+    def sample_pipeline(
+        self, epoch: int, worker: int, workers: int, handler: SkipHandler
+    ) -> wds.DataPipeline:
+        """The worker's share of the epoch, read from the tars through the shuffle buffer (no decoding)."""
         share = self.batches * self.batch_size
         first, last = even_range(self.batches, workers, worker)
         return wds.DataPipeline(
@@ -93,34 +123,75 @@ class TrainStream(IterableDataset):
             take_samples(start=first * self.batch_size, stop=last * self.batch_size),  # split by worker
             read_spans(handler=handler),
             wds.shuffle(self.shuffle_buffer, seed=hash((self.seed, epoch, self.rank, worker))),
-            wds.map(self.transform, handler=handler),
         )
 
-    def __iter__(self) -> Iterator[Batch]:
-        worker, workers = _worker_slot()
-        first, last = even_range(self.batches, workers, worker)
-        if last == first:
+    def _drawn(self, epoch: int, worker: int, handler: SkipHandler) -> Iterator[dict[str, Any] | None]:
+        """The share's samples, read again and again (a share short of readable samples refills its quota);
+        None marks the end of each pass."""
+        while True:
+            yield from self.sample_pipeline(epoch, worker, self.workers, handler)
+            yield None
+
+    def __iter__(self) -> Iterator[tuple[Any, tuple[int, int]]]:
+        slot, workers = _worker_slot()
+        if workers != self.workers:
+            raise ValueError(f"TrainStream built for {self.workers} loader workers runs under {workers}")
+        start = self._start.tolist()
+        worker = (slot + start[0]) % workers
+        batches_done, samples_done = start[1 + worker], start[1 + workers + worker]
+        if batches_done >= self.quotas()[worker]:
             return iter(())
         handler = self.skips.handler(worker % len(self.skips.counts))
-        samples = self.sample_pipeline(self.epoch, worker, workers, handler)
-        samples = samples.with_epoch((last - first) * self.batch_size)  # re-reads the share if short
-        batches = wds.DataPipeline(
-            samples, wds.batched(self.batch_size, collation_fn=self.collate_fn, partial=False)
-        )
-        return _exactly(batches, last - first, where=f"rank {self.rank} worker {worker}")
+        samples = self._drawn(self.epoch, worker, handler)
+        handler.muted = True  # reading back to the checkpointed position: tar and shuffle buffer only
+        _skip(samples, samples_done)
+        handler.muted = False
+        return self._batches(samples, worker, handler, batches_done, samples_done)
 
-
-def _exactly(batches: Iterable[Batch], count: int, where: str) -> Iterator[Batch]:
-    """Fails loudly instead of letting one rank run short (which would hang DDP on the next all-reduce)."""
-    produced = 0
-    for batch in batches:
-        yield batch
-        produced += 1
-    if produced != count:
+    def _batches(
+        self,
+        samples: Iterator[dict[str, Any] | None],
+        worker: int,
+        handler: SkipHandler,
+        produced: int,
+        drawn: int,
+    ) -> Iterator[tuple[Any, tuple[int, int]]]:
+        seed, quota = stream_seed(self.seed, self.epoch, self.rank, worker), self.quotas()[worker]
+        batch: list[tuple[torch.Tensor, int]] = []
+        readable = drawn > 0  # a pass without one readable sample ends the stream
+        for sample in samples:
+            if sample is None:
+                if not readable:
+                    break
+                readable = False
+                continue
+            drawn += 1
+            try:
+                batch.append(self.transform(sample, sample_draws(seed, drawn - 1)))
+            except CorruptSampleError as error:
+                handler(error)
+                continue
+            readable = True
+            if len(batch) == self.batch_size:
+                yield self.collate_fn(batch), (worker, drawn)
+                batch, produced = [], produced + 1
+                if produced == quota:
+                    return
         raise RuntimeError(
-            f"{where} produced {produced} of {count} batches: no readable sample in its shards "
-            f"(see the 'skipped' warnings above); check the shards with alexnet-prep-verify"
+            f"rank {self.rank} worker {worker} produced {produced} of {quota} batches: no readable sample "
+            f"in its shards (see the 'skipped' warnings above); check the shards with alexnet-prep-verify"
         )
+
+
+def _skip(samples: Iterator[dict[str, Any] | None], count: int) -> None:
+    """Draws ``count`` samples (pass ends not counted), or fewer at two pass ends in a row (none left)."""
+    previous: dict[str, Any] | None = {}
+    while count > 0:
+        sample = next(samples)
+        if sample is None and previous is None:
+            return
+        count -= sample is not None
+        previous = sample
 
 
 class EvalStream(IterableDataset):
@@ -177,21 +248,57 @@ class EvalStream(IterableDataset):
 
 
 class EpochDataLoader(DataLoader):
-    """A DataLoader over a TrainStream that tells the stream its epoch before each pass starts the workers.
+    """A DataLoader over a TrainStream that tells the stream its epoch before each pass starts the workers,
+    and keeps the stream's position: Lightning saves ``state_dict()`` in every checkpoint and hands it back to
+    ``load_state_dict`` on resume, and the next pass of that epoch starts where the checkpoint was written.
 
     ``epoch_source`` returns the trainer's current epoch (so a resumed run continues the same shard order), or
-    None without a trainer, in which case passes are numbered 0, 1, 2, ...
+    None without a trainer, in which case passes are numbered 0, 1, 2, ... ``gather`` collects one int64 row
+    per rank ([world size, n]; the identity for one process): a checkpoint holds every rank's position.
     """
 
     def __init__(
-        self, dataset: TrainStream, *, epoch_source: Callable[[], int | None], **kwargs: Any
+        self,
+        dataset: TrainStream,
+        *,
+        epoch_source: Callable[[], int | None],
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
         self.epoch_source = epoch_source
+        self.gather = gather or (lambda row: row[None])
         self.passes = 0
+        self.epoch = 0
+        self.tracker = PositionTracker(RankPosition.start(dataset.workers))
+        self._resume: LoaderPosition | None = None
 
     def __iter__(self) -> Iterator[Batch]:
+        stream: TrainStream = self.dataset
         epoch = self.epoch_source()
-        self.dataset.set_epoch(self.passes if epoch is None else epoch)
+        self.epoch = self.passes if epoch is None else epoch
         self.passes += 1
-        return super().__iter__()
+        start = RankPosition.start(stream.workers)
+        if self._resume is not None and self._resume.epoch == self.epoch:
+            start = self._resume.rank_start(
+                stream.rank, stream.world_size, stream.quotas(), stream.batch_size
+            )
+        self._resume = None
+        stream.set_epoch(self.epoch)
+        stream.set_start(start)
+        self.tracker = PositionTracker(start)
+        return _tracked(super().__iter__(), self.tracker)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's position (a collective under DDP: Lightning calls it on all ranks at a checkpoint)."""
+        rows = self.gather(self.tracker.row())
+        return LoaderPosition.from_rows(self.epoch, self.dataset.batch_size, rows).to_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = LoaderPosition.from_state(state_dict)
+
+
+def _tracked(batches: Iterable[tuple[Any, tuple[int, int]]], tracker: PositionTracker) -> Iterator[Any]:
+    for batch, (worker, drawn) in batches:
+        tracker.record(worker, drawn)
+        yield batch

@@ -41,15 +41,48 @@ class CorruptSampleError(ValueError):
         self.url = url
 
 
-def decode_sample(sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
-    """WebDataset sample (JPEG bytes, class index text) -> (uint8 RGB [3, H, W], class index)."""
+# A damaged JPEG header can claim any size up to 65,535 x 65,535 (13 GB decoded): refuse more pixels than
+# this before decoding (PIL's decompression-bomb limit; data_prep rejects such sources too).
+MAX_DECODE_PIXELS = 89_478_485
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame: holds height and width
+
+
+def jpeg_pixels(data: bytes) -> int | None:
+    """Height x width from the JPEG's start-of-frame header, without decoding; None if none is found."""
+    position = 2
+    while position + 9 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(data[position + 5 : position + 7]) * int.from_bytes(
+                data[position + 7 : position + 9]
+            )
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4])
+    return None
+
+
+def decode_sample(sample: dict[str, Any], num_classes: int | None = None) -> tuple[torch.Tensor, int]:
+    """WebDataset sample (JPEG bytes, class index text) -> (uint8 RGB [3, H, W], class index).
+
+    Any damage is a CorruptSampleError (skipped and counted by the loader): a missing field, a label that is
+    not an integer in [0, ``num_classes``), a marker the shard reader set (``__damaged__``), bytes that do not
+    decode, or a header claiming more than MAX_DECODE_PIXELS."""
     key, url = str(sample.get("__key__")), str(sample.get("__url__"))
     try:
+        if "__damaged__" in sample:
+            raise ValueError(sample["__damaged__"])
         label = int(sample[SAMPLE_LABEL])
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            raise ValueError(f"label {label} is not a class index in [0, {num_classes})")
+        jpeg = sample[SAMPLE_IMAGE]
+        pixels = jpeg_pixels(jpeg)
+        if pixels is not None and pixels > MAX_DECODE_PIXELS:
+            raise ValueError(f"its header claims {pixels} pixels, more than {MAX_DECODE_PIXELS}")
         # bytearray: torch.frombuffer warns on read-only buffers (bytes); the ~100 KB copy is negligible.
-        data = torch.frombuffer(bytearray(sample[SAMPLE_IMAGE]), dtype=torch.uint8)
-        image = _decode_jpeg_rgb(data)
-    except (KeyError, ValueError, RuntimeError) as exc:
+        image = _decode_jpeg_rgb(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8))
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise CorruptSampleError(key, url, f"{type(exc).__name__}: {exc}") from exc
     return image, label
 
@@ -77,9 +110,30 @@ def to_full_size(image: torch.Tensor, full: int) -> torch.Tensor:
     return resize(dense, [full, full], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
-def _random_ints(count: int) -> list[int]:
-    # torch's RNG (not Python's): DataLoader seeds it per worker from the main process's seed.
-    return torch.randint(0, 1 << 30, (count,)).tolist()
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(value: int) -> int:
+    """SplitMix64's output function: a well-mixed 64-bit hash of a 64-bit counter (Steele et al. 2014)."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def stream_seed(*parts: int) -> int:
+    """One 64-bit seed from integers (data seed, epoch, rank, worker): the same in every process."""
+    seed = 0
+    for part in parts:
+        seed = _splitmix64(seed ^ (part & _MASK64))
+    return seed
+
+
+def sample_draws(seed: int, index: int) -> tuple[int, int, int]:
+    """Three random 30-bit integers for the ``index``-th sample of the stream ``seed``: a pure function of
+    both, so a crop does not depend on what the worker drew before (a resumed stream draws the same)."""
+    first, second = _splitmix64(seed + 2 * index), _splitmix64(seed + 2 * index + 1)
+    return first >> 34, second >> 34, (first >> 3) & ((1 << 30) - 1)
 
 
 class TrainCrop:
@@ -91,17 +145,19 @@ class TrainCrop:
     ``device_decode.TrainCropParams`` draws the same crops without decoding: keep the two in step.
     """
 
-    def __init__(self, size: int, full: int | None = None) -> None:
+    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
+        self.num_classes = num_classes
 
-    def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        image, label = decode_sample(sample)
+    def __call__(self, sample: dict[str, Any], draws: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+        """``draws``: three random integers (``sample_draws``) that pick the crop's corner and the flip."""
+        image, label = decode_sample(sample, self.num_classes)
         if self.full is not None:
             image = to_full_size(image, self.full)
         height, width = image.shape[-2:]
         check_size(height, width, self.size, sample)
-        top, left, flip = _random_ints(3)
+        top, left, flip = draws
         top, left = top % (height - self.size + 1), left % (width - self.size + 1)
         crop = image[:, top : top + self.size, left : left + self.size]
         if flip % 2:  # flip in the decoder's HWC memory, so the copy stays HWC and collate's copy a memcpy
@@ -113,12 +169,13 @@ class CenterCrop:
     """Decode and take the centre ``size`` crop: single-crop evaluation, or the whole stored image.
     ``full``: as ``TrainCrop``'s."""
 
-    def __init__(self, size: int, full: int | None = None) -> None:
+    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
+        self.num_classes = num_classes
 
     def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        image, label = decode_sample(sample)
+        image, label = decode_sample(sample, self.num_classes)
         if self.full is not None:
             image = to_full_size(image, self.full)
         height, width = image.shape[-2:]

@@ -6,9 +6,16 @@ config, the checkpoint directory and the environment, first match wins:
 1. ``resume_run_id=ID``: that run; its checkpoint is ``ckpt_path=`` if given, else ``last.ckpt`` in the run's
    ``ckpt_dir`` tag.
 2. ``ckpt_path=PATH``: that checkpoint, and the run recorded inside it.
-3. a checkpoint in ``ckpt_dir`` (a requeued or restarted job): the newest, and the run recorded inside it.
+3. a checkpoint in ``ckpt_dir`` (a requeued or restarted job): the newest readable one, and the run recorded
+   inside it. A newest file that does not load (cut short while written, damaged) is passed over with a
+   warning naming it and the one used instead; if none loads, the job refuses to start rather than train
+   from step 0 into a run that has steps.
 4. no checkpoint: the run tagged with this ``ckpt_dir`` (a job stopped before its first checkpoint), else a
    new run.
+
+Checkpoints are read with ``weights_only=True`` only (``pipeline.checkpoints``). A resumed run's logger
+skips the steps the run already holds (``metric_floors``): after a hard kill, the steps since the last
+checkpoint are trained again (the same values: resume is exact) but logged once.
 
 It then creates or reopens the run and hands the identity on. The ranks Lightning starts for the other local
 devices inherit it in one environment variable; ranks an external launcher started (srun, torchrun) resolve
@@ -23,7 +30,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
+from pipeline.checkpoints import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
 from pipeline.tracking import keys, store
+from pipeline.tracking.outbox import BufferedMlflowLogger
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +55,58 @@ def launch_rank(environ: Mapping[str, str]) -> int:
 
 def run_id_in_checkpoint(ckpt_path: Path) -> str | None:
     """The run id :class:`ShareRunId` stored in a checkpoint (memory-mapped: cheap even for 240 MB)."""
-    import torch
+    return load_checkpoint(ckpt_path, mmap=True).get(keys.CKPT_RUN_ID_KEY)
 
-    checkpoint = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)
-    return checkpoint.get(keys.CKPT_RUN_ID_KEY)
+
+def _readable(path: Path) -> bool:
+    try:
+        checkpoint = load_checkpoint(path, mmap=True)
+    except Exception as error:  # noqa: BLE001 - a truncated zip, garbage, a refused type: not resumable
+        log.warning("checkpoint %s does not load: %s", path, str(error).splitlines()[0][:300])
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint and "loops" in checkpoint
 
 
 def newest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """``last.ckpt`` or Lightning's SLURM pre-emption checkpoint ``hpc_ckpt_N.ckpt``, whichever is newer."""
-    candidates = [
-        path for path in (ckpt_dir / "last.ckpt", *ckpt_dir.glob("hpc_ckpt_*.ckpt")) if path.is_file()
-    ]
-    return max(candidates, key=lambda path: path.stat().st_mtime) if candidates else None
+    """The newest checkpoint in ``ckpt_dir`` that loads: ``last.ckpt``, the version it replaced
+    (``last.ckpt.prev``), Lightning's SLURM ``hpc_ckpt_N.ckpt``, the end-of-epoch best. A newer file that does
+    not load is passed over with a warning naming both; None if there is no file; ValueError if none loads."""
+    candidates = sorted(
+        (
+            path
+            for path in (*ckpt_dir.glob("*.ckpt"), *ckpt_dir.glob(f"*.ckpt{PREVIOUS_SUFFIX}"))
+            if path.is_file()
+        ),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for path in candidates:
+        if _readable(path):
+            if path != candidates[0]:
+                log.warning(
+                    "resuming from %s: the newer checkpoint %s is unreadable (killed while written, damaged)",
+                    path,
+                    candidates[0],
+                )
+            return path
+    if candidates:
+        names = ", ".join(path.name for path in candidates)
+        raise ValueError(
+            f"no checkpoint in {ckpt_dir} loads ({names}); refusing to start over from step 0 in a run that "
+            "has steps. Pass ckpt_path= to a good checkpoint, or move the files away to start afresh"
+        )
+    return None
+
+
+def remove_stale_temporaries(ckpt_dir: Path) -> None:
+    """Temporary files of checkpoint writes that a killed job left (each as large as a checkpoint)."""
+    for path in ckpt_dir.glob(f".*{TEMPORARY_MARK}*"):
+        path.unlink(missing_ok=True)
+
+
+def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step each metric of the run was logged at (steps a resumed job must not log again)."""
+    return {metric.key: metric.step for metric in client.get_run(run_id).data._metric_objs}
 
 
 @dataclass(frozen=True)
@@ -71,6 +120,7 @@ class RunIdentity:
     ckpt_path: Path | None
     run_id: str | None
     launcher: bool
+    floors: dict[str, int] = field(default_factory=dict)  # metric -> last step already in the run
 
     @classmethod
     def resolve(
@@ -90,6 +140,7 @@ class RunIdentity:
         launcher = launch_rank(environ) == 0
         if launcher:
             store.check_reachable(tracking_uri)
+            remove_stale_temporaries(ckpt_dir)
         identity = cls(tracking_uri, experiment_name, ckpt_dir, None, None, launcher)
         return identity._resume_target(resume_run_id, Path(ckpt_path) if ckpt_path else None)
 
@@ -109,10 +160,10 @@ class RunIdentity:
 
     def _last_of_run(self, run_id: str) -> Path:
         tagged = MlflowClient(self.tracking_uri).get_run(run_id).data.tags.get(keys.TAG_CKPT_DIR)
-        last = Path(tagged) / "last.ckpt" if tagged else None
-        if last is None or not last.is_file():
+        last = newest_checkpoint(Path(tagged)) if tagged and Path(tagged).is_dir() else None
+        if last is None:
             raise ValueError(
-                f"resume_run_id={run_id}: no last.ckpt under the run's {keys.TAG_CKPT_DIR} tag ({tagged}); "
+                f"resume_run_id={run_id}: no checkpoint under the run's {keys.TAG_CKPT_DIR} tag ({tagged}); "
                 "pass ckpt_path=PATH to the checkpoint to resume"
             )
         return last
@@ -140,9 +191,11 @@ class RunIdentity:
             return self
         client = MlflowClient(self.tracking_uri)
         tags = {**tags, keys.TAG_CKPT_DIR: str(self.ckpt_dir.resolve())}
+        floors: dict[str, int] = {}
         if self.run_id is not None and store.run_exists(client, self.run_id):
             store.reopen_run(client, self.run_id, tags)
             run_id = self.run_id
+            floors = metric_floors(client, run_id)
             log.info("continuing MLflow run %s", run_id)
         else:
             if self.run_id is not None:
@@ -153,15 +206,21 @@ class RunIdentity:
             log.info("MLflow run %s (%s)", run_id, run_name)
         client.log_text(run_id, config_yaml, keys.ARTIFACT_CONFIG)
         os.environ[IDENTITY_ENV] = json.dumps({"run_id": run_id, "ckpt_path": str(self.ckpt_path or "")})
-        return replace(self, run_id=run_id)
+        return replace(self, run_id=run_id, floors=floors)
 
-    def logger(self, run_name: str) -> MLFlowLogger:
-        return MLFlowLogger(
+    def logger(self, run_name: str, **timeouts: float) -> MLFlowLogger:
+        """The run's logger: asynchronous (``Outbox``), skipping the steps the run already holds; only the
+        launching process sends. ``timeouts``: ``flush_timeout_s``, ``stop_flush_timeout_s``."""
+        if self.run_id is None:
+            raise ValueError("RunIdentity.logger() before the run exists (call open() first)")
+        return BufferedMlflowLogger(
+            tracking_uri=self.tracking_uri,
             experiment_name=self.experiment_name,
             run_name=run_name,
-            tracking_uri=self.tracking_uri,
             run_id=self.run_id,
-            log_model=False,
+            floors=self.floors,
+            owner=self.launcher,
+            **timeouts,
         )
 
     def share(self) -> ShareRunId:

@@ -18,6 +18,7 @@ VAL_TOP5 = "val/top5_error"
 LEARNING_RATE = "lr"
 IMAGES_PER_S = "throughput/images_per_s"
 DATA_WAIT_FRACTION = "throughput/data_wait_fraction"  # per epoch: share of step time spent waiting for data
+SKIPPED_SAMPLES = "data/skipped_samples"  # samples skipped as corrupt or lost to damaged shards, all ranks
 EPOCH = "epoch"  # Lightning logs it at the step of every other metric
 
 

@@ -60,7 +60,7 @@ def requeued_sweep(
         f"hydra.sweep.dir={sweep_dir}",
         f"trainer.max_epochs={EPOCHS}",
         f"trainer.limit_train_batches={BATCHES_PER_EPOCH}",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
         "seed=1,2",
     )
     with cleaned_up(local_slurm, submission):

@@ -57,9 +57,9 @@ def _wait_fraction(root, tmp_path, decode: str = "workers", warn_above: float = 
 class SlowTrainCrop(TrainCrop):
     """The worker path's transform, 40 ms slower per image: a batch of 4 takes ~160 ms, a step ~60 ms."""
 
-    def __call__(self, sample):
+    def __call__(self, sample, draws):
         time.sleep(0.04)
-        return super().__call__(sample)
+        return super().__call__(sample, draws)
 
 
 def test_a_slow_loader_raises_the_wait_fraction_and_says_what_to_change(

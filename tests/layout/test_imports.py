@@ -19,8 +19,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pipeline.data": ("pipeline.data", "data_prep.manifest", "data_prep.atomic_files"),
     "pipeline.report": ("pipeline.report", "pipeline.tracking.keys", "data_prep.atomic_files"),
     "pipeline.tracking.keys": (),
-    "pipeline.tracking": ("pipeline.tracking", "data_prep.atomic_files"),
-    "pipeline.module": ("pipeline.models", "pipeline.tracking.keys"),
+    "pipeline.tracking": (
+        "pipeline.tracking",
+        "pipeline.checkpoints",
+        "data_prep.manifest",
+        "data_prep.atomic_files",
+    ),
+    "pipeline.module": ("pipeline.models", "pipeline.lr_policy", "pipeline.tracking.keys"),
+    "pipeline.checkpoints": (),
+    "pipeline.lr_policy": (),
     "data_prep": ("data_prep",),
 }
 # The nets run on bare-torch GPU machines: torch and the standard library only.
