@@ -16,8 +16,9 @@ fp32), d = k + alpha/n * sum and its powers in fp32; d^-beta and 1/d are then ro
 later pass over the maps is a bf16-only op (ops that mix dtypes are ~2x slower on CPUs). Measured in
 tests/model/test_lrn.py: RMS error 1.3-1.5x that of rounding the exact result to bf16. Keeping d in bf16 too
 would be cheaper but wrong where activations are small: d's bf16 spacing near k = 2 is 0.016, which swallows
-most of the normalisation there (its mean effect comes out 40% too small). float16 inputs compute in fp32 (a
-squared activation above 256 overflows fp16).
+most of the normalisation there (its mean effect comes out 40% too small). float16 inputs are widened to fp32
+(a squared activation above 256 overflows fp16). No autocast switch inside: torch.compile mistraces one in an
+autograd.Function (the ops after it lose autocast); autocast may narrow the forward GEMM, which is safe.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _window_sum(t: torch.Tensor, band: torch.Tensor, groups: int) -> torch.Tenso
     batch, channels, *spatial = t.shape
     per_group = channels // groups
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        # NHWC: each pixel's channels are one contiguous row, so this is a single (NHW*G, C/G) x (C/G)^2 GEMM.
+        # NHWC: each pixel's channels are one contiguous row: one (NHW*G, C/G) x (C/G)^2 GEMM.
         rows = t.permute(0, 2, 3, 1).reshape(-1, per_group)
         height, width = spatial
         return (rows @ band.mT).view(batch, height, width, channels).permute(0, 3, 1, 2)
@@ -83,8 +84,11 @@ class _LocalResponseNorm(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int):
         window = _window_dtype(x.dtype)
         stat = torch.float64 if x.dtype == torch.float64 else torch.float32
-        band = _band(x.shape[1] // groups, size, alpha / size, window, x.device)
-        d = _window_sum(_product(x, x, window), band, groups).to(stat).add_(k)  # k + alpha/n * window sum
+        band = _band(x.shape[1] // groups, size, 1.0, window, x.device)
+        # alpha/n goes on the squares, not the band: autocast runs the GEMM in fp16 under 16-mixed, where a
+        # raw square overflows above 256 (the scaled one above ~57,000), and 0/1 is exact in any dtype.
+        squares = _product(x, x, window).mul_(alpha / size)
+        d = _window_sum(squares, band, groups).to(stat).add_(k)  # k + alpha/n * window sum
         # Both factors go to the window dtype once: elementwise ops that mix dtypes are ~2x slower on CPUs.
         scale, inverse = (t.to(window) for t in _factors(d, beta))
         ctx.save_for_backward(x, scale, inverse)
@@ -99,10 +103,9 @@ class _LocalResponseNorm(torch.autograd.Function):
         x, scale, inverse = ctx.saved_tensors
         size, alpha, beta, groups = ctx.settings
         window = scale.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            inner = _product(grad, x, window).mul_(scale).mul_(inverse)
-            band = _band(x.shape[1] // groups, size, -2.0 * beta * alpha / size, window, x.device)
-            grad_x = _window_sum(inner, band.mT, groups).mul_(x).addcmul_(grad, scale)
+        inner = _product(grad, x, window).mul_(scale).mul_(inverse)
+        band = _band(x.shape[1] // groups, size, -2.0 * beta * alpha / size, window, x.device)
+        grad_x = _window_sum(inner, band.mT, groups).mul_(x).addcmul_(grad, scale)
         return grad_x.to(x.dtype), None, None, None, None, None
 
 
@@ -113,8 +116,7 @@ def local_response_norm(
     if x.dim() < 3:
         raise ValueError(f"LocalResponseNorm: input of shape {tuple(x.shape)}; expected [B, C, *spatial]")
     _check(size, groups, x.shape[1])
-    with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen above, per tensor
-        return _LocalResponseNorm.apply(x, size, alpha, beta, k, groups)
+    return _LocalResponseNorm.apply(x, size, alpha, beta, k, groups)
 
 
 class GroupedLocalResponseNorm(nn.Module):
