@@ -3,11 +3,13 @@
 It takes plain arguments and builds the network itself, so ``AlexNetModule.load_from_checkpoint(path)``
 rebuilds the whole model from the checkpoint alone. ``split_devices`` builds the paper's two-device split
 (``SplitAlexNet``) instead of the one-device grouped net; the state_dict is the same either way.
+``channels_last`` and ``compile`` change how the step runs, never what it computes (nor the state_dict keys).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from pipeline.lr_policy import PlateauDrops
 from pipeline.models import AlexNet, SplitAlexNet
 from pipeline.tracking import keys
+
+log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ class AlexNetModule(LightningModule):
             chance.
         split_devices: two devices (e.g. ``["cuda:0", "cuda:1"]``) to split the net over as the paper did;
             None = the one-device net.
+        channels_last: weights and input batches in NHWC memory layout (what GPU tensor cores and oneDNN
+            prefer for convolutions); the function is unchanged.
+        compile: ``torch.compile`` the net (``nn.Module.compile``: in place, same state_dict keys). The first
+            training and the first validation step each pay the compilation, logged once each.
         lr, momentum, weight_decay: SGD (the paper: 0.01, 0.9, 5e-4).
         decay_biases: weight decay on biases too (the paper's update rule does; Caffe's recipe does not).
         lr_factor, lr_patience, max_lr_drops: the paper's policy (``pipeline.lr_policy.PlateauDrops``): lr x
@@ -72,6 +80,8 @@ class AlexNetModule(LightningModule):
         bias_init: float = 1.0,
         init_std: float | None = None,
         split_devices: Sequence[str] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -83,6 +93,11 @@ class AlexNetModule(LightningModule):
         super().__init__()
         if split_devices is not None:
             split_devices = [str(device) for device in split_devices]
+            if compile:
+                raise ValueError(
+                    "model.compile=true with model.split_devices: compiling the two-device split is not "
+                    "supported (untested across two GPUs); use one or the other"
+                )
         self.save_hyperparameters()
         net_args: dict[str, Any] = dict(
             width=width,
@@ -95,6 +110,12 @@ class AlexNetModule(LightningModule):
             bias_init=bias_init,
         )
         self.net = build_net(num_classes, net_args, init_std=init_std, split_devices=split_devices)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # lazy: compiles on the first call of each mode (train, eval)
+        self._compile_started: dict[str, float] = {}
+        self._compile_logged: set[str] = set()
         top5 = min(5, num_classes)
         # Epoch-level accuracies; they sync across DDP ranks on compute(), so val counts every image once.
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -102,7 +123,32 @@ class AlexNetModule(LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(images.contiguous(memory_format=self.memory_format))
+
+    def _time_first_step(self, mode: str, starting: bool) -> None:
+        """With ``compile``: log, once per process and mode, how long the first (compiling) step took."""
+        if not self.hparams.compile or mode in self._compile_logged:
+            return
+        if starting:
+            self._compile_started[mode] = time.perf_counter()
+            return
+        elapsed = time.perf_counter() - self._compile_started.pop(mode)
+        self._compile_logged.add(mode)
+        log.info("torch.compile: the first %s step took %.1f s (compiling the net)", mode, elapsed)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._time_first_step("train", starting=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._time_first_step("train", starting=False)
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._time_first_step("validation", starting=True)
+
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._time_first_step("validation", starting=False)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.models.lrn import GroupedLocalResponseNorm
+
 __all__ = ["AlexNet", "AlexNetShape", "GroupedLocalResponseNorm", "alexnet_shape"]
 
 # The paper's kernel / unit counts at width 1.0.
@@ -22,34 +24,9 @@ PAPER_CONV_KERNELS = (96, 256, 384, 384, 256)
 PAPER_FC_UNITS = 4096
 POOL_KERNELS = {"overlap": (3, 2), "non_overlap": (2, 2)}
 # LRN hyper-parameters (k=2, n=5, alpha=1e-4, beta=0.75); torch divides alpha by n as the original code did.
+# The LRN is pipeline.models.lrn's (torch's function, computed as a banded matrix product over channels).
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 INIT_STD = 0.01
-
-
-class GroupedLocalResponseNorm(nn.LocalResponseNorm):
-    """Cross-channel LRN computed separately inside each of ``groups`` equal channel blocks.
-
-    In the paper each GPU normalises only the maps it holds (cuda-convnet's two-GPU layer file has
-    ``rnorm1a`` / ``rnorm1b`` over 48 channels each), so with two towers no normalisation window spans
-    channels 47|48 of conv1 or 127|128 of conv2. Caffe's bvlc_alexnet normalises across all channels, which
-    differs at those boundaries.
-    ``groups=1`` is plain ``torch.nn.LocalResponseNorm``.
-    """
-
-    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> None:
-        super().__init__(size, alpha=alpha, beta=beta, k=k)
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.groups == 1:
-            return super().forward(x)
-        batch, channels, *spatial = x.shape
-        # Folding the groups into the batch dimension is a free view for contiguous NCHW input.
-        per_group = super().forward(x.reshape(batch * self.groups, channels // self.groups, *spatial))
-        return per_group.reshape(x.shape)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, groups={self.groups}"
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from pipeline.models.alexnet import (
     AlexNet,
     AlexNetShape,
 )
+from pipeline.models.lrn import GroupedLocalResponseNorm
 
 __all__ = ["SplitAlexNet"]
 
@@ -76,7 +77,7 @@ class _Tower(nn.Module):
         self.fc7 = nn.Linear(units * TOWERS, units, **meta)  # sees both towers
         self.fc8 = nn.Linear(units, num_classes, bias=fc8_bias, **meta)  # own half of the inputs
         lrn_module: Callable[[], nn.Module] = (
-            (lambda: nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
+            (lambda: GroupedLocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
             if lrn
             else nn.Identity
         )
