@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.datamodule import ShardDataModule
+from pipeline.data.synthetic import SyntheticDataModule
 from pipeline.module import AlexNetModule
-from pipeline.synthetic_data import SyntheticDataModule
 
 TINY = {"num_classes": 10, "width": 0.125, "in_size": 67, "dropout": 0.0}
 
