@@ -181,7 +181,7 @@ class ShardDataModule(L.LightningDataModule):
         self._train = TrainStream(
             shards,
             transform=(TrainCropParams if on_device else TrainCrop)(
-                self.crop_size, self.load_size, self.num_classes
+                self.crop_size, full=self.load_size, num_classes=self.num_classes
             ),
             collate_fn=collate_jpegs if on_device else collate,
             batch_size=self.batch_size,
@@ -209,7 +209,9 @@ class ShardDataModule(L.LightningDataModule):
         stream = EvalStream(
             self._shards(split),
             transform=CenterCrop(
-                self.crop_size if crop == "center" else self.full_size, self.load_size, self.num_classes
+                self.crop_size if crop == "center" else self.full_size,
+                full=self.load_size,
+                num_classes=self.num_classes,
             ),
             batch_size=self.val_batch_size,
             rank=self.rank,

@@ -83,7 +83,7 @@ class TrainCropParams:
     resize=short256 or none); the crop offsets are then drawn in that frame, as ``TrainCrop`` draws them.
     """
 
-    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
+    def __init__(self, size: int, *, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
         self.num_classes = num_classes

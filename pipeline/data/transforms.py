@@ -145,7 +145,7 @@ class TrainCrop:
     ``device_decode.TrainCropParams`` draws the same crops without decoding: keep the two in step.
     """
 
-    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
+    def __init__(self, size: int, *, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
         self.num_classes = num_classes
@@ -169,7 +169,7 @@ class CenterCrop:
     """Decode and take the centre ``size`` crop: single-crop evaluation, or the whole stored image.
     ``full``: as ``TrainCrop``'s."""
 
-    def __init__(self, size: int, full: int | None = None, num_classes: int | None = None) -> None:
+    def __init__(self, size: int, *, full: int | None = None, num_classes: int | None = None) -> None:
         self.size = size
         self.full = full
         self.num_classes = num_classes

@@ -60,7 +60,7 @@ def _fix_checksum(data: bytearray, header: int) -> None:
 def _read(path: Path, samples: int) -> tuple[int, int]:
     """(samples decoded, samples counted as skipped) reading ``path`` as a train worker does."""
     counter = SkipCounter(1)
-    handler, crop, decoded = counter.handler(0), TrainCrop(CROP, CLASSES), 0
+    handler, crop, decoded = counter.handler(0), TrainCrop(CROP, num_classes=CLASSES), 0
     for index, sample in enumerate(_read_spans([Span(str(path), 0, samples)], handler)):
         try:
             crop(sample, sample_draws(0, index))

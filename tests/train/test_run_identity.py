@@ -27,7 +27,7 @@ def _resolve(tmp_path: Path, environ: dict[str, str] | None = None, **settings) 
 
 def _checkpoint(path: Path, run_id: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({keys.CKPT_RUN_ID_KEY: run_id, "state_dict": {}}, path)
+    torch.save({keys.CKPT_RUN_ID_KEY: run_id, "state_dict": {}, "loops": {}}, path)
     return path
 
 
