@@ -82,7 +82,7 @@ write_munge_key() {
 }
 
 write_slurm_conf() {
-  local host cpus mem_mb ctld_port slurmd_port used node_lines="" spool="$dir/spool" slurmd_files=slurmd
+  local host cpus mem_mb ctld_port slurmd_port used node port node_lines="" spool="$dir/spool" slurmd_files=slurmd
   host=$(hostname -s)
   # Each node gets its share of the host (at least one CPU); a one-node cluster gets all of it.
   cpus=$(($(nproc) / nodes))
