@@ -105,11 +105,16 @@ def plot_changes(rows: list[AblationRow], path: Path) -> Path:
         high = [c.ci95.high - c.delta if c.ci95 else np.nan for c in changes]
         axes.bar(x, [c.delta for c in changes], 0.5, yerr=[low, high], capsize=6, label="this study, 95% CI")
         for index, row in enumerate(ablations):
-            axes.annotate(f"n={row.n_runs}", (x[index], 0), textcoords="offset points", xytext=(-10, -14),
-                          fontsize="small")  # fmt: skip
-        _paper_marks(axes, x, [row.paper[metric] for row in ablations])
+            axes.annotate(
+                f"n={row.n_runs}",
+                (x[index] - 0.25, 0),
+                textcoords="offset points",
+                xytext=(-22, 3),
+                fontsize="small",
+            )
+        _paper_marks(axes, x + 0.32, [row.paper[metric] for row in ablations])  # beside the bar
         axes.axhline(0, color="black", linewidth=0.8)
-        axes.set_xlim(-0.6, max(len(ablations), 1) - 0.2)
+        axes.set_xlim(-0.7, max(len(ablations), 1) - 0.1)
         axes.set_xticks(x, [row.experiment for row in ablations], rotation=20, ha="right")
         axes.set_ylabel(f"Δ 10-crop {title} error vs baseline (pp)")
         axes.set_title(f"{title}: + = removing it raises error")
