@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
@@ -154,11 +154,16 @@ class CheckpointOnSigterm(Callback):
             trainer.save_checkpoint(self.path)
 
 
-class PeriodicCheckpoint(Callback):
+class PeriodicCheckpoint(Checkpoint):
     """Writes ``last.ckpt`` every ``every_n_train_steps`` training steps or every ``every_n_minutes`` minutes,
     whichever comes first (None turns a trigger off), so that a hard kill (SIGKILL, node loss, OOM) costs at
     most that much training. Not on an epoch's last batch: the end-of-epoch checkpoint follows it. Under DDP
-    rank 0's clock decides for every rank (a broadcast per step while the time trigger is on)."""
+    rank 0's clock decides for every rank (a broadcast per step while the time trigger is on).
+
+    A Lightning ``Checkpoint``, so it runs after the other callbacks. It hands the step's metrics to the
+    logger before writing: Lightning logs them only after ``on_train_batch_end``, and a job killed in between
+    would lose them (the checkpoint covers the step, so no resumed job recomputes it). The logger drops the
+    copy Lightning logs next (``BufferedMlflowLogger``: one value per metric and step)."""
 
     def __init__(
         self, dirpath: str, every_n_train_steps: int | None = None, every_n_minutes: float | None = None
@@ -192,6 +197,7 @@ class PeriodicCheckpoint(Callback):
     ) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not self._due(trainer):
             return
+        trainer._logger_connector.update_train_step_metrics()  # what Lightning logs after this hook
         trainer.save_checkpoint(self.path)
         self._last_save = time.monotonic()
 

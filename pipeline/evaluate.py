@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         run_id = args["run_id"] or run_id_in_checkpoint(checkpoint)
         checkpoint = checkpoint or _checkpoint_of(client, run_id, Path(scratch))
         # One device, whatever layout trained it: the split net's state_dict is the grouped net's.
-        module = AlexNetModule.load_from_checkpoint(checkpoint, map_location="cpu", split_devices=None)
+        module = AlexNetModule.load_from_checkpoint(
+            checkpoint, map_location="cpu", weights_only=True, split_devices=None
+        )
         datamodule = eval_datamodule(
             _data_config_of(client, run_id, Path(scratch)),
             data_root=args["data_root"],

@@ -18,7 +18,7 @@ from the environment or torch.distributed inside workers, which have no process 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -274,6 +274,11 @@ class EpochDataLoader(DataLoader):
         self._resume: LoaderPosition | None = None
 
     def __iter__(self) -> Iterator[Batch]:
+        return self._pass()
+
+    def _pass(self) -> Iterator[Batch]:
+        """One pass, set up at its first batch: Lightning creates the iterator before it settles which epoch
+        it runs with it (resuming from an end-of-epoch checkpoint it is the next epoch)."""
         stream: TrainStream = self.dataset
         epoch = self.epoch_source()
         self.epoch = self.passes if epoch is None else epoch
@@ -286,8 +291,10 @@ class EpochDataLoader(DataLoader):
         self._resume = None
         stream.set_epoch(self.epoch)
         stream.set_start(start)
-        self.tracker = PositionTracker(start)
-        return _tracked(super().__iter__(), self.tracker)
+        tracker = self.tracker = PositionTracker(start)
+        for batch, (worker, drawn) in super().__iter__():
+            tracker.record(worker, drawn)
+            yield batch  # (images, labels), or a device_decode.JpegBatch
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's position (a collective under DDP: Lightning calls it on all ranks at a checkpoint)."""
@@ -296,9 +303,3 @@ class EpochDataLoader(DataLoader):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = LoaderPosition.from_state(state_dict)
-
-
-def _tracked(batches: Iterable[tuple[Any, tuple[int, int]]], tracker: PositionTracker) -> Iterator[Any]:
-    for batch, (worker, drawn) in batches:
-        tracker.record(worker, drawn)
-        yield batch

@@ -13,9 +13,10 @@ config, the checkpoint directory and the environment, first match wins:
 4. no checkpoint: the run tagged with this ``ckpt_dir`` (a job stopped before its first checkpoint), else a
    new run.
 
-Checkpoints are read with ``weights_only=True`` only (``pipeline.checkpoints``). A resumed run's logger
-skips the steps the run already holds (``metric_floors``): after a hard kill, the steps since the last
-checkpoint are trained again (the same values: resume is exact) but logged once.
+Checkpoints are read with ``weights_only=True`` only (``pipeline.checkpoints``). A resumed run first gets
+the metrics its killed job had logged but not sent (``pipeline.tracking.journal``), and its logger skips the
+steps the run then holds (``metric_floors``): after a hard kill, the steps since the last checkpoint are
+trained again (the same values: resume is exact) but logged once.
 
 It then creates or reopens the run and hands the identity on. The ranks Lightning starts for the other local
 devices inherit it in one environment variable; ranks an external launcher started (srun, torchrun) resolve
@@ -40,6 +41,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
 from pipeline.tracking import keys, store
+from pipeline.tracking.journal import JOURNAL_NAME, replay_journal
 from pipeline.tracking.outbox import BufferedMlflowLogger
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,11 @@ def remove_stale_temporaries(ckpt_dir: Path) -> None:
 
 def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
     """The last step each metric of the run was logged at (steps a resumed job must not log again)."""
-    return {metric.key: metric.step for metric in client.get_run(run_id).data._metric_objs}
+    data = client.get_run(run_id).data
+    latest = getattr(data, "_metric_objs", None)  # the latest Metric of each key, with its step
+    if latest is not None:
+        return {metric.key: metric.step for metric in latest}
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in data.metrics}
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,9 @@ class RunIdentity:
         if self.run_id is not None and store.run_exists(client, self.run_id):
             store.reopen_run(client, self.run_id, tags)
             run_id = self.run_id
-            floors = metric_floors(client, run_id)
+            floors = replay_journal(
+                client, run_id, self.ckpt_dir / JOURNAL_NAME, metric_floors(client, run_id)
+            )
             log.info("continuing MLflow run %s", run_id)
         else:
             if self.run_id is not None:
@@ -203,6 +211,7 @@ class RunIdentity:
                     "MLflow run %s of the checkpoint is not in this store; starting a new run", self.run_id
                 )
             run_id = store.create_run(client, self.experiment_name, run_name, tags, params)
+            (self.ckpt_dir / JOURNAL_NAME).unlink(missing_ok=True)  # unsent metrics of a run that is gone
             log.info("MLflow run %s (%s)", run_id, run_name)
         client.log_text(run_id, config_yaml, keys.ARTIFACT_CONFIG)
         os.environ[IDENTITY_ENV] = json.dumps({"run_id": run_id, "ckpt_path": str(self.ckpt_path or "")})
@@ -219,6 +228,7 @@ class RunIdentity:
             run_name=run_name,
             run_id=self.run_id,
             floors=self.floors,
+            journal=self.ckpt_dir / JOURNAL_NAME,
             owner=self.launcher,
             **timeouts,
         )

@@ -16,12 +16,15 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
+
+from pipeline.tracking.journal import MetricJournal
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,17 @@ class Outbox:
     """MLflow writes for one run, sent in order by a daemon thread; a failed send is retried (backoff up to
     ``retry_max_s``) until it succeeds, so nothing is lost to an outage while the process lives."""
 
-    def __init__(self, client: MlflowClient, run_id: str, retry_max_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        retry_max_s: float = 30.0,
+        journal: MetricJournal | None = None,
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.retry_max_s = retry_max_s
+        self.journal = journal
         self._queue: deque[_Write] = deque()
         self._busy = False
         self._changed = threading.Condition()
@@ -52,6 +62,8 @@ class Outbox:
 
     def put(self, kind: str, payload: Any) -> None:
         with self._changed:
+            if kind == "metrics" and self.journal is not None:
+                self.journal.append(payload)
             self._queue.append(_Write(kind, payload))
             self._changed.notify_all()
 
@@ -96,6 +108,8 @@ class Outbox:
                 delay = min(2 * delay, self.retry_max_s)
             with self._changed:
                 self._busy = False
+                if not self._queue and self.journal is not None:
+                    self.journal.clear()  # everything logged so far is on the server
                 self._changed.notify_all()
 
     def _send(self, write: _Write) -> bool:
@@ -124,10 +138,11 @@ class Outbox:
 
 class BufferedMlflowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger for an existing run whose writes go through an ``Outbox``: ``log_metrics``
-    returns at once; only the ``owner`` (the process that opened the run) sends anything. Metrics at or
-    below ``floors[key]`` (steps a killed job already logged, which the resumed job recomputes) are not logged
-    again.
-    ``finalize`` drains the queue for at most ``flush_timeout_s`` at the end of a training
+    returns at once; only the ``owner`` (the process that opened the run) sends anything. A metric is logged
+    at most once per step, and not at or below ``floors[key]`` (steps a killed job already logged, which the
+    resumed job recomputes).
+    Metrics not sent yet are also in ``journal`` (``pipeline.tracking.journal``), for a job killed before it
+    sends them. ``finalize`` drains the queue for at most ``flush_timeout_s`` at the end of a training
     (``stop_flush_timeout_s`` when the job fails or stops for a requeue), then sets the status."""
 
     def __init__(
@@ -138,6 +153,7 @@ class BufferedMlflowLogger(MLFlowLogger):
         run_name: str,
         run_id: str,
         floors: Mapping[str, int] | None = None,
+        journal: Path | None = None,
         owner: bool = True,
         flush_timeout_s: float = 600.0,
         stop_flush_timeout_s: float = 20.0,
@@ -153,7 +169,8 @@ class BufferedMlflowLogger(MLFlowLogger):
         self.floors = dict(floors or {})
         self.flush_timeout_s = flush_timeout_s
         self.stop_flush_timeout_s = stop_flush_timeout_s
-        self.outbox = Outbox(self._mlflow_client, run_id) if owner else None
+        journal_file = MetricJournal(journal, run_id) if journal is not None else None
+        self.outbox = Outbox(self._mlflow_client, run_id, journal=journal_file) if owner else None
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -163,6 +180,7 @@ class BufferedMlflowLogger(MLFlowLogger):
             for key, value in metrics.items()
             if not isinstance(value, str) and step > self.floors.get(key, -1)
         ]
+        self.floors.update((metric.key, step) for metric in batch)  # one value per metric and step
         if batch and self.outbox is not None:
             self.outbox.put("metrics", batch)
 

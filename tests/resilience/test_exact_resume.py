@@ -5,6 +5,7 @@ process with 2 loader workers and on 2 DDP ranks x 2 workers."""
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -43,6 +44,23 @@ def test_sigterm_at_a_random_step_resumes_every_step_exactly(demo_shards, tmp_pa
     assert run.info.run_id == resumed["run_id"] and run.info.status == "FINISHED"
     assert_same_curve(loss_curve(mlflow_uri, resumed["run_id"]), reference.curve)
     assert_same_weights(final_weights(tmp_path / "job" / "checkpoints"), final_weights(reference.ckpt_dir))
+
+
+def test_a_resume_from_the_end_of_epoch_checkpoint_draws_the_next_epochs_batches(
+    demo_shards, tmp_path, mlflow_uri, reference
+):
+    """Lightning creates the train iterator before it moves on to the next epoch here (the checkpoint's epoch
+    is complete): the loader must take its epoch when the first batch is drawn, not when it is created."""
+    ckpt_dir = tmp_path / "job" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(reference.archive / f"{STEPS_PER_EPOCH:05d}.ckpt", ckpt_dir / "last.ckpt")  # after validation
+    job = job_overrides(demo_shards, tmp_path / "job", mlflow_uri, "epoch_end")
+    resumed = train(compose_train([*job, f"ckpt_path={ckpt_dir / 'last.ckpt'}"]))
+    curve = loss_curve(mlflow_uri, resumed["run_id"])
+    assert sorted(curve) == list(range(STEPS_PER_EPOCH, STEPS))
+    assert_same_curve(
+        curve, {step: loss for step, loss in reference.curve.items() if step >= STEPS_PER_EPOCH}
+    )
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def test_split_and_grouped_nets_follow_the_same_loss_curve(tmp_path, mlflow_uri,
     assert split_curve == pytest.approx(grouped_curve, abs=LOSS_TOLERANCE)
     assert grouped_curve[-1] != grouped_curve[0]  # it did train
     # the split run's checkpoint loads into the one-device grouped net
-    state = torch.load(split["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(split["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     net = AlexNet(10, width=0.0625, dropout=0.0)
     net.load_state_dict(
         {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
@@ -91,9 +91,7 @@ def test_ddp_on_two_ranks_matches_one_process_with_the_same_global_batch(tmp_pat
     _cli(tmp_path, tmp_path / "single", uri, "trainer=cpu")
 
     def weights(run: str) -> dict[str, torch.Tensor]:
-        ckpt = torch.load(
-            tmp_path / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-        )
+        ckpt = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         return ckpt["state_dict"]
 
     ddp, single = weights("ddp"), weights("single")
