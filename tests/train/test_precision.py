@@ -3,11 +3,16 @@
 Both runs start from the same weights and see the same batches, crops, colour noise and dropout masks (same
 seed; autocast changes no random draw), so they differ only by rounding: bf16 keeps 8 significant bits
 (relative error 2^-8 per rounding) where fp32 keeps 24. Measured on the demo shards (width 1/8, batch 32,
-1 thread): per-step train loss within 0.010 over the first epoch and within 0.025 over the second; epoch
-mean train losses within 0.004 and val losses within 0.018 over the first three epochs. The yardstick for
-"follows" is the seed: a different seed moves the same curves by 0.03-0.04 per step in mean over each epoch
-and the third epoch's val loss by 0.30. A study compares ablations across seeds, so a precision whose effect
-is well inside the seed-to-seed spread leaves the ablation table's meaning intact.
+1 thread), over the demo's first epoch (44 steps, val still at chance), seeds 0 / 1: per-step train loss
+within 0.008 / 0.010 of fp32's (mean 0.002 / 0.003), val loss within 0.0004 / 0.004; another seed moves the
+per-step loss by 0.03-0.04 in mean. fp32 with torch's LRN, identical up to 1e-7, moves it by as much as bf16
+does (max 0.009): the training dynamics amplify any rounding difference, bf16's is no special case.
+
+From the second epoch on, when the demo net starts to learn, trajectories are chaotic: any perturbation grows
+to the size of a change of seed within an epoch. Measured over three epochs (val loss, seed 0): bf16 differs
+from fp32 by 0.000 / 0.15 / 0.20, fp32 with torch's LRN (identical up to 1e-7) by 0.001 / 0.03 / 0.22, and
+fp32 with seed 1 by 0.007 / 0.20 / 0.15. So the test compares curves where comparing them means something,
+the first epoch; after it bf16 is one more draw of the same spread the study already averages over seeds.
 """
 
 from __future__ import annotations
@@ -59,34 +64,23 @@ def test_bf16_follows_fp32_over_the_first_steps(demo_shards, tmp_path, mlflow_ur
 
 
 @pytest.mark.slow
-def test_bf16_follows_fp32_within_the_seed_spread_over_the_demos_first_epochs(
-    demo_shards, tmp_path, mlflow_uri, client
-):
-    epochs = "trainer.max_epochs=3"
-    fp32 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epochs", "32-true", epochs)
-    bf16 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epochs", "bf16-mixed", epochs)
-    other_seed = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epochs", "32-true", epochs, "seed=1")
-    assert len(runs_of(client, "bf16_epochs")) == 3
+def test_bf16_follows_fp32_over_the_demos_first_epoch(demo_shards, tmp_path, mlflow_uri, client):
+    one_epoch = "trainer.max_epochs=1"
+    fp32 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epoch", "32-true", one_epoch)
+    bf16 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epoch", "bf16-mixed", one_epoch)
+    other_seed = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epoch", "32-true", one_epoch, "seed=1")
+    assert len(runs_of(client, "bf16_epoch")) == 3
 
     train = {run: _curves(client, run, "train/loss") for run in (fp32, bf16, other_seed)}
-    steps = len(train[fp32]) // 3
-    first_epoch = slice(0, steps)
-    assert train[bf16][first_epoch] == pytest.approx(train[fp32][first_epoch], abs=FIRST_STEPS_TOLERANCE)
-
-    def gap(run: str, key: str) -> list[float]:
-        """Per epoch: mean |difference| from the fp32 run's curve of ``key``."""
-        if key == "val/loss":
-            return [
-                abs(a - b) for a, b in zip(_curves(client, run, key), _curves(client, fp32, key), strict=True)
-            ]
-        pairs = list(zip(train[run], train[fp32], strict=True))
-        return [statistics.mean(abs(a - b) for a, b in pairs[e * steps : (e + 1) * steps]) for e in range(3)]
-
-    for key in ("train/loss", "val/loss"):
-        bf16_gap, seed_gap = gap(bf16, key), gap(other_seed, key)
-        assert sum(bf16_gap) < 0.5 * sum(seed_gap), (key, bf16_gap, seed_gap)
-    # and the demo learns in both (val top-1 error leaves chance, 0.9, within the three epochs)
-    assert min(_curves(client, bf16, "val/top1_error")) < 0.85
+    assert len(train[fp32]) == len(train[bf16]) > 40  # the whole epoch (1,438 images / 32)
+    assert train[bf16] == pytest.approx(train[fp32], abs=FIRST_STEPS_TOLERANCE)
+    # The yardstick: bf16 stays far closer to fp32 than another seed is (observed mean gaps 0.003 vs 0.03).
+    bf16_gap = statistics.mean(abs(a - b) for a, b in zip(train[bf16], train[fp32], strict=True))
+    seed_gap = statistics.mean(abs(a - b) for a, b in zip(train[other_seed], train[fp32], strict=True))
+    assert bf16_gap < 0.25 * seed_gap, (bf16_gap, seed_gap)
+    # Validation over all 359 val images at the epoch's end: the same loss up to rounding (observed 0.0004).
+    [fp32_val], [bf16_val] = _curves(client, fp32, "val/loss"), _curves(client, bf16, "val/loss")
+    assert bf16_val == pytest.approx(fp32_val, abs=0.01)
 
 
 def test_an_unknown_precision_is_refused_before_any_run(tmp_path, mlflow_uri, client):
