@@ -37,7 +37,8 @@ def _log_artifact(logger: MLFlowLogger, path: str, folder: str) -> None:
         logger.experiment.log_artifact(logger.run_id, path, folder)
 
 
-def _set_tag(logger: MLFlowLogger, key: str, value: str) -> None:
+def set_run_tag(logger: MLFlowLogger, key: str, value: str) -> None:
+    """A tag on the logger's run, through its outbox when it has one (never blocking on the server)."""
     if isinstance(logger, BufferedMlflowLogger):
         logger.set_tag(key, value)
     else:
@@ -112,7 +113,7 @@ class BestCheckpointArtifact(Callback):
         best = checkpoint.best_model_path
         if best and Path(best).is_file():
             _log_artifact(logger, best, keys.ARTIFACT_CHECKPOINTS)
-            _set_tag(logger, keys.TAG_BEST_CHECKPOINT, best)
+            set_run_tag(logger, keys.TAG_BEST_CHECKPOINT, best)
 
 
 class CheckpointOnSigterm(Callback):

@@ -17,6 +17,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
+from pipeline.callbacks import set_run_tag
+from pipeline.checkpoints import load_checkpoint
 from pipeline.data import ShardDataModule
 from pipeline.evaluate import evaluate
 from pipeline.tracking import keys
@@ -77,7 +79,7 @@ class FinalEvaluation(Callback):
         if best is None:
             return evaluate(module, datamodule, device, self.limit_batches), max(trainer.current_epoch - 1, 0)
         final_state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
-        checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(best, map_location="cpu")
         module.load_state_dict(checkpoint["state_dict"])
         try:
             return evaluate(module, datamodule, device, self.limit_batches), int(checkpoint["epoch"])
@@ -92,4 +94,4 @@ class FinalEvaluation(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)  # rank 0 only (Lightning's loggers)
             if isinstance(logger, MLFlowLogger) and trainer.is_global_zero:
-                logger.experiment.set_tag(logger.run_id, keys.TAG_EVAL_WEIGHTS, self.weights)
+                set_run_tag(logger, keys.TAG_EVAL_WEIGHTS, self.weights)  # through the outbox: never blocks
