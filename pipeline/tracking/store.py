@@ -66,8 +66,9 @@ def check_reachable(uri: str, timeout_s: float = REACHABILITY_TIMEOUT_S) -> None
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The id of the active experiment ``name``, created if missing (a deleted one is not reused), tagged as a
-    model-training experiment (``mlflow.experimentKind``), so that MLflow 3's UI opens it on its runs, not on
-    the GenAI overview; an existing experiment without the tag gets it."""
+    model-training experiment (``mlflow.experimentKind``, the tag MLflow 3 reads to tell them from GenAI ones;
+    3.17's UI itself follows its GenAI / Model training switch, which compare's link sets). An existing
+    experiment without the tag gets it."""
     kind = {keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING}
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
