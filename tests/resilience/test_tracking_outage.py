@@ -33,6 +33,7 @@ def _job(
         "data.batch_size=8",
         f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
         f"trainer.max_epochs={epochs}",
+        "optim.lr_patience=1000",  # the paper's lr policy must not end the job early: every epoch runs
         "+callbacks.clock._target_=faults.StepClock",
         f"+callbacks.clock.path={out / 'clock.txt'}",
         f"+callbacks.clock.sleep_s={sleep_s}",
