@@ -36,11 +36,10 @@ def _number(field: bytes, url: str, what: str) -> int:
         value = int.from_bytes(field[1:], "big")
         return -value if field[0] == 0xFF else value
     digits = _text(field).strip(b" ")
-    if not digits.isdigit() or b"8" in digits or b"9" in digits:
-        if digits:
-            raise DamagedShardError(f"bad tar header {what} field {bytes(field)!r} in {url}")
-        return 0
-    return int(digits, 8)
+    try:
+        return int(digits, 8) if digits else 0  # a negative or absurd size is caught where it is used
+    except ValueError:
+        raise DamagedShardError(f"bad tar header {what} field {bytes(field)!r} in {url}") from None
 
 
 def _pax_records(data: bytes, url: str) -> dict[bytes, bytes]:

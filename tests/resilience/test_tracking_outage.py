@@ -2,9 +2,9 @@
 training never waits for it (no step takes more than a second longer than the others), every metric logged
 during the outage arrives afterwards, each once, and the run ends FINISHED.
 
-The quick test's outage (25 s) is longer than MLflow's own retry budget, which the job gets set to zero
-(MLFLOW_HTTP_REQUEST_MAX_RETRIES=0): only the outbox's retries carry the metrics through. The slow test
-takes the server away for 5 minutes with MLflow's default retries.
+The quick test's outage (20 s) is longer than MLflow's own retry budget, which the job gets set to zero
+(MLFLOW_HTTP_REQUEST_MAX_RETRIES=0): only the outbox's retries carry the metrics through. The long test
+takes the server away for 5 minutes with MLflow's default retries (ALEXNET_LONG_OUTAGE=1: it takes ~8 min).
 """
 
 from __future__ import annotations
@@ -115,5 +115,9 @@ def test_a_tracking_outage_beyond_mlflows_retries_costs_no_step_and_no_metric(de
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("ALEXNET_LONG_OUTAGE"),
+    reason="an 8-minute test (a 5-minute outage inside a training): set ALEXNET_LONG_OUTAGE=1 to run it",
+)
 def test_a_five_minute_tracking_outage_costs_no_step_and_no_metric(demo_shards, tmp_path):
     _outage(demo_shards, tmp_path, outage_s=305, epochs=10, sleep_s=0.2, env={})
