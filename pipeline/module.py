@@ -184,9 +184,14 @@ class AlexNetModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self._param_groups(hp.weight_decay, hp.decay_biases), lr=hp.lr, momentum=hp.momentum
-        )
+        groups = self._param_groups(hp.weight_decay, hp.decay_biases)
+        try:
+            # One fused kernel per tensor instead of foreach's separate passes: the full net's SGD step with
+            # momentum and weight decay drops from ~320 to ~70 ms of CPU time (bench/step.py). The update is
+            # the same up to fp32 rounding.
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, fused=True)
+        except RuntimeError:  # parameters on a device without fused kernels
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min",
