@@ -20,6 +20,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.models import AlexNet, SplitAlexNet
+from pipeline.models.cpu_memory import reuse_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,12 @@ class AlexNetModule(LightningModule):
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def setup(self, stage: str) -> None:
+        # Training on the CPU: keep freed activations' memory for the next step (1.2-1.4x per step; see
+        # pipeline.models.cpu_memory). Process-wide and idempotent; GPU runs leave the CPU allocator alone.
+        if self.trainer.strategy.root_device.type == "cpu" and reuse_freed_memory():
+            log.info("CPU training: freed blocks up to 1 GiB stay in the heap for reuse (mallopt)")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
