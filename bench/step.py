@@ -21,10 +21,10 @@ timings synchronise the device; "fp32" there means torch's defaults (cuDNN may u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,21 +34,28 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, without installing
 
 from pipeline.models.alexnet import AlexNet  # noqa: E402
+from pipeline.models.cpu_memory import glibc_default_malloc, reuse_freed_memory  # noqa: E402
 from pipeline.models.lrn import use_torch_lrn  # noqa: E402
 
 AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Setting:
     precision: str = "32"  # Lightning's trainer.precision: 32-true, bf16-mixed, 16-mixed
     lrn: str = "fast"  # fast (pipeline.models.lrn) | torch (the reference) | none (nn.Identity)
     channels_last: bool = False
     compile: bool = False
+    fused_sgd: bool = True  # the pipeline's optimizer now; foreach SGD before this work
+    malloc_reuse: bool = True  # CPU: freed blocks stay in the heap, as training now does (cpu_memory.py)
 
 
 SETTINGS = {
-    "fp32-torch-lrn": Setting(lrn="torch"),  # the baseline: the pipeline before this work
+    # the baseline, the pipeline before this work: torch's LRN, foreach SGD, glibc's malloc as it comes
+    "fp32-torch-lrn": Setting(lrn="torch", fused_sgd=False, malloc_reuse=False),
+    "fp32-torch-lrn+fused-sgd": Setting(lrn="torch", malloc_reuse=False),  # each change alone ...
+    "fp32-torch-lrn+malloc-reuse": Setting(lrn="torch", fused_sgd=False),
+    "fp32-fast-lrn": Setting(fused_sgd=False, malloc_reuse=False),  # ... the fast LRN alone
     "fp32": Setting(),
     "fp32+channels_last": Setting(channels_last=True),
     "fp32+compile": Setting(compile=True),
@@ -57,6 +64,7 @@ SETTINGS = {
     "bf16+channels_last": Setting("bf16", channels_last=True),
     "bf16+compile": Setting("bf16", compile=True),
     "bf16+channels_last+compile": Setting("bf16", channels_last=True, compile=True),
+    "fp32+channels_last+compile": Setting(channels_last=True, compile=True),
     "fp16": Setting("16"),
     "fp32-no-lrn": Setting(lrn="none"),
     "bf16-no-lrn": Setting("bf16", lrn="none"),
@@ -97,7 +105,9 @@ class Runner:
         self.images = images.to(device).contiguous(memory_format=memory_format)
         self.labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
         self.device, self.dtype = device, AUTOCAST[setting.precision]
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4, fused=setting.fused_sgd
+        )
 
     def step(self) -> None:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
@@ -128,8 +138,20 @@ def measure(names: list[str], args: argparse.Namespace, batch: int, device: torc
         first_call[name] = runner.run(1)[0]
         runner.run(args.warmup)
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    # glibc's malloc settings are process-wide: each round runs the settings without reuse first, then
+    # the others, switching once each way (a switch to glibc's default releases the heap's free memory).
+    order = sorted(names, key=lambda name: SETTINGS[name].malloc_reuse)
     for _ in range(args.rounds):
-        for name, runner in runners.items():
+        reusing = None
+        for name in order:
+            runner = runners[name]
+            if device.type == "cpu" and SETTINGS[name].malloc_reuse != reusing:
+                reusing = SETTINGS[name].malloc_reuse
+                if reusing:
+                    reuse_freed_memory()
+                    runner.run(1)  # fills the heap with this step's blocks, as any step after the first
+                else:
+                    glibc_default_malloc()
             wall, cpu = runner.run(args.steps)
             rounds[name].append((args.steps * batch / wall, args.steps * batch / cpu))
     return {"rounds": rounds, "first_call": first_call, "runners": runners}
@@ -169,7 +191,7 @@ def _lrn_share(name: str, rates: dict[str, float]) -> str:
     setting = SETTINGS[name]
     if setting.lrn == "none":
         return "-"
-    without = Setting(setting.precision, "none", setting.channels_last, setting.compile)
+    without = dataclasses.replace(setting, lrn="none")
     twin = next((other for other, s in SETTINGS.items() if other in rates and s == without), None)
     return f"{1 - rates[name] / rates[twin]:.0%}" if twin else "-"
 

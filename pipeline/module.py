@@ -21,9 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.lr_policy import PlateauDrops
 from pipeline.models import AlexNet, SplitAlexNet
+from pipeline.models.cpu_memory import reuse_freed_memory
 from pipeline.tracking import keys
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +121,12 @@ class AlexNetModule(LightningModule):
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
 
+    def setup(self, stage: str) -> None:
+        # Training on the CPU: keep freed activations' memory for the next step (1.2-1.4x per step; see
+        # pipeline.models.cpu_memory). Process-wide and idempotent; GPU runs leave the CPU allocator alone.
+        if self.trainer.strategy.root_device.type == "cpu" and reuse_freed_memory():
+            log.info("CPU training: freed blocks up to 1 GiB stay in the heap for reuse (mallopt)")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
 
@@ -191,9 +196,14 @@ class AlexNetModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self._param_groups(hp.weight_decay, hp.decay_biases), lr=hp.lr, momentum=hp.momentum
-        )
+        groups = self._param_groups(hp.weight_decay, hp.decay_biases)
+        try:
+            # One fused kernel per tensor instead of foreach's separate passes: the full net's SGD step with
+            # momentum and weight decay drops from ~320 to ~70 ms of CPU time (bench/step.py). The update is
+            # the same up to fp32 rounding.
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, fused=True)
+        except RuntimeError:  # parameters on a device without fused kernels
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
         scheduler = PlateauDrops(
             optimizer, factor=hp.lr_factor, patience=hp.lr_patience, max_drops=hp.max_lr_drops
         )
