@@ -187,11 +187,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
         )
     ]
-    trainer.callbacks += [identity.share(), ResumeState(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
+    shared = identity.share()  # on ranks srun started, the run id arrives by broadcast
+    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
     with identity.running():
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)
-    return _results(trainer, identity.run_id)
+    return _results(trainer, shared.run_id)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

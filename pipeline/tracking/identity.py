@@ -219,8 +219,9 @@ class RunIdentity:
 
     def logger(self, run_name: str, **timeouts: float) -> MLFlowLogger:
         """The run's logger: asynchronous (``Outbox``), skipping the steps the run already holds; only the
-        launching process sends. ``timeouts``: ``flush_timeout_s``, ``stop_flush_timeout_s``."""
-        if self.run_id is None:
+        launching process sends. ``timeouts``: ``flush_timeout_s``, ``stop_flush_timeout_s``.
+        Ranks an external launcher started have no run id yet (it arrives by broadcast) and never send."""
+        if self.launcher and self.run_id is None:
             raise ValueError("RunIdentity.logger() before the run exists (call open() first)")
         return BufferedMlflowLogger(
             tracking_uri=self.tracking_uri,

@@ -151,7 +151,7 @@ class BufferedMlflowLogger(MLFlowLogger):
         tracking_uri: str,
         experiment_name: str,
         run_name: str,
-        run_id: str,
+        run_id: str | None,
         floors: Mapping[str, int] | None = None,
         journal: Path | None = None,
         owner: bool = True,
@@ -169,8 +169,12 @@ class BufferedMlflowLogger(MLFlowLogger):
         self.floors = dict(floors or {})
         self.flush_timeout_s = flush_timeout_s
         self.stop_flush_timeout_s = stop_flush_timeout_s
-        journal_file = MetricJournal(journal, run_id) if journal is not None else None
-        self.outbox = Outbox(self._mlflow_client, run_id, journal=journal_file) if owner else None
+        self.outbox: Outbox | None = None
+        if owner:
+            if run_id is None:
+                raise ValueError("the process that owns the MLflow run needs its run_id")
+            journal_file = MetricJournal(journal, run_id) if journal is not None else None
+            self.outbox = Outbox(self._mlflow_client, run_id, journal=journal_file)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

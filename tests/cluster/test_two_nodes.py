@@ -141,7 +141,7 @@ def test_requeued_two_node_job_resumes_into_the_same_run(
         f"hydra.sweep.dir={sweep_dir}",
         f"trainer.max_epochs={EPOCHS}",
         f"trainer.limit_train_batches={BATCHES_PER_EPOCH}",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
     )
     with cleaned_up(two_node_slurm, submission):
         ckpt_dir = sweep_dir / "0_demo-seed0" / "checkpoints"

@@ -72,7 +72,9 @@ def test_ranks_inherit_the_identity_or_wait_for_the_broadcast(tmp_path: Path) ->
     assert (inherited.run_id, inherited.ckpt_path, inherited.launcher) == ("abc", Path("/x/last.ckpt"), False)
     srun_rank = _resolve(tmp_path, {"SLURM_PROCID": "1"})
     assert (srun_rank.run_id, srun_rank.launcher) == (None, False)
+    opened = srun_rank.open(run_name="r", tags={}, params={}, config_yaml="")
     assert not (tmp_path / "mlflow.db").exists()  # only the launching process talks to MLflow
+    assert opened.logger("r").outbox is None  # a logger that never sends, built before the broadcast
 
 
 def test_a_missing_ckpt_path_is_named(tmp_path: Path) -> None:
