@@ -9,9 +9,6 @@ Each job takes about a minute on an idle 2-core machine (Python and torch start 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,6 @@ from mlflow.tracking import MlflowClient
 
 from tests.cluster.conftest import (
     CPU_RUN,
-    REPO,
     LocalSlurm,
     cleaned_up,
     logged_steps,
@@ -29,6 +25,7 @@ from tests.cluster.conftest import (
     start_submission,
     wait_until,
 )
+from tests.train.train_helpers import SYNTHETIC, train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +34,8 @@ TWO_NODES = ("trainer=ddp", "trainer.num_nodes=2", "trainer.devices=1")
 # As tests/train/test_train_parallel.py's one-node DDP test: gloo sums the two half-batch gradients in another
 # order than one process sums the whole batch (~1e-9 after 4 steps); a wrong split or scale shows as ~1e-3.
 DDP_WEIGHT_TOLERANCE = 1e-6
-# Deterministic in-memory data, as the one-node DDP test: 64 samples, global batch 16 = 4 steps, one epoch.
-SYNTHETIC = (
-    "data=synthetic",
-    "data.train_samples=64",
-    "data.val_samples=16",
-    "data.batch_size=16",
-    "model.width=0.0625",
-    "model.dropout=0.0",
-    "trainer.max_epochs=1",
-)
+# The one-node DDP test's deterministic in-memory data: 64 samples, global batch 16 = 4 steps, one epoch.
+SYNTHETIC_EPOCH = (*SYNTHETIC, "trainer.max_epochs=1")
 
 
 def _job_folder(sweep_dir: Path) -> Path:
@@ -65,19 +54,15 @@ def _rank_logs(job_folder: Path) -> list[str]:
 def _one_process_weights(tmp_path: Path) -> dict[str, torch.Tensor]:
     """The same run in one process (trainer=cpu), outside Slurm: the reference for the two-node weights."""
     run_dir = tmp_path / "one_process"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        *SYNTHETIC,
+    train_cli(
+        tmp_path,
+        *SYNTHETIC_EPOCH,
         "trainer=cpu",
         *[override for override in CPU_RUN if not override.startswith("hydra/launcher")],
         f"logger.tracking_uri=sqlite:///{tmp_path / 'one_process.db'}",
         f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+        timeout_s=300,
+    )
     return _weights(run_dir / "checkpoints" / "last.ckpt")
 
 
@@ -93,7 +78,7 @@ def test_two_node_job_matches_one_process(two_node_slurm: LocalSlurm, tmp_path: 
         tmp_path,
         *CPU_RUN,
         *TWO_NODES,
-        *SYNTHETIC,
+        *SYNTHETIC_EPOCH,
         f"logger.tracking_uri={tracking_uri}",
         f"hydra.sweep.dir={sweep_dir}",
     )

@@ -6,15 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from train_helpers import REPO_ROOT, compose_train, runs_of, shard_overrides
+from train_helpers import compose_train, runs_of, shard_overrides, train_cli
 
 from pipeline.data import ShardDataModule
 from pipeline.evaluate import evaluate, tencrop_probabilities
@@ -151,15 +148,13 @@ def test_ddp_ranks_share_the_val_split_and_sum_their_counts(demo_shards, tmp_pat
     and the centre crop equals the (rank-synced) last validation."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
-        sys.executable, "-m", "pipeline.train", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+        "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
         f"data.root={demo_shards}", "data.batch_size=16", "data.val_batch_size=32", "data.num_workers=0",
         "data.shuffle_buffer=64", "model.width=0.0625", "trainer.limit_train_batches=3",
         "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         f"logger.tracking_uri={uri}", "logger.experiment_name=ddp_eval", f"hydra.run.dir={tmp_path / 'run'}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_cli(tmp_path, *args, timeout_s=900)
     [run] = runs_of(MlflowClient(uri), "ddp_eval")
     assert run.data.metrics["eval/images"] == 359
     assert run.data.metrics["eval/center_top1_error"] == pytest.approx(run.data.metrics["val/top1_error"])

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from train_helpers import REPO_ROOT, compose_train, runs_of, synthetic_overrides
+from train_helpers import SYNTHETIC, compose_train, runs_of, synthetic_overrides, train_cli
 
 from pipeline.models import AlexNet
 from pipeline.train import train
@@ -60,16 +56,9 @@ def test_split_with_ddp_is_refused_before_any_run(tmp_path, mlflow_uri, client):
 
 
 def _cli(tmp_path, run_dir, uri: str, *overrides: str) -> None:
-    args = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        "data=synthetic",
-        "data.train_samples=64",
-        "data.val_samples=16",
-        "data.batch_size=16",  # global: 2 ranks x 8 against 1 process x 16
-        "model.width=0.0625",
-        "model.dropout=0.0",
+    train_cli(
+        tmp_path,
+        *SYNTHETIC,
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
         "trainer.num_sanity_val_steps=0",
@@ -78,10 +67,8 @@ def _cli(tmp_path, run_dir, uri: str, *overrides: str) -> None:
         f"logger.tracking_uri={uri}",
         f"hydra.run.dir={run_dir}",
         *overrides,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
+        timeout_s=400,
+    )
 
 
 @pytest.mark.slow

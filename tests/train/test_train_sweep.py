@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from mlflow.tracking import MlflowClient
-from train_helpers import REPO_ROOT, runs_of
+from train_helpers import runs_of, train_cli
 
 
 @pytest.mark.slow
 def test_a_sweep_lands_one_run_per_job_under_one_study(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
+    train_cli(
+        tmp_path,
         "-m",
         "data=synthetic",
         "data.train_samples=32",
@@ -33,10 +27,8 @@ def test_a_sweep_lands_one_run_per_job_under_one_study(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'multirun' / 'my-sweep'}",
         "+experiment=baseline,no_lrn",
         "seed=1,2",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
+        timeout_s=400,
+    )
 
     runs = runs_of(MlflowClient(uri), "sweep")
     assert sorted(run.info.run_name for run in runs) == [

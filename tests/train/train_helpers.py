@@ -1,7 +1,11 @@
-"""Helpers for the training tests: compose conf/train.yaml as the CLI does, tiny settings, store queries."""
+"""Helpers for the training tests: compose conf/train.yaml as the CLI does, run the CLI, tiny settings, store
+queries."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -21,12 +25,33 @@ METRIC_KEYS = {
     "throughput/images_per_s",
     "epoch",
 }
+# Deterministic in-memory data: no augmentation, fixed order, dropout off; 64 samples in global batches of 16
+# (4 steps an epoch; under DDP, 2 ranks x 8 against 1 process x 16).
+SYNTHETIC = (
+    "data=synthetic",
+    "data.train_samples=64",
+    "data.val_samples=16",
+    "data.batch_size=16",
+    "model.width=0.0625",
+    "model.dropout=0.0",
+)
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
     """The config `python -m pipeline.train OVERRIDES` would run (minus Hydra's own runtime node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
+
+
+def train_cli(cwd: Path, *overrides: str, timeout_s: float) -> None:
+    """Runs ``python -m pipeline.train OVERRIDES`` in a fresh process (one thread); fails on a non-zero exit.
+
+    A process of its own where the test needs the real entry point: Hydra's run directory, DDP ranks, sweeps.
+    """
+    command = [sys.executable, "-m", "pipeline.train", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> list[str]:
@@ -44,15 +69,8 @@ def shard_overrides(shards: Path, out_dir: Path, uri: str, experiment: str) -> l
 
 
 def synthetic_overrides(out_dir: Path, uri: str, experiment: str) -> list[str]:
-    """Deterministic in-memory data: no augmentation, fixed order, dropout off."""
-    return [
-        "data=synthetic",
-        "data.train_samples=64",
-        "data.val_samples=16",
-        "data.batch_size=16",
-        "model.width=0.0625",
-        "model.dropout=0.0",
-    ] + _quiet_one_epoch(out_dir, uri, experiment)
+    """``SYNTHETIC`` for one epoch, logged every step."""
+    return [*SYNTHETIC, *_quiet_one_epoch(out_dir, uri, experiment)]
 
 
 def runs_of(client: MlflowClient, experiment: str) -> list:
