@@ -189,3 +189,79 @@ def requeue_now(cluster: LocalSlurm, job: str) -> int:
     wait_until(lambda: cluster.job_state(job) == ("PENDING", "BeginTime"), 60, f"job {job} requeued")
     cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
     return cluster.restart_count(job)
+
+
+# The requeue tests' demo run: three epochs of six steps, checkpointed every two steps, so that a requeue
+# after the first checkpoint leaves most of the steps to the second attempt.
+REQUEUE_EPOCHS = 3
+REQUEUE_BATCHES_PER_EPOCH = 6
+
+
+@dataclass(frozen=True)
+class RequeuedDemo:
+    """A demo submission whose first job was requeued once: its store, sweep folder, the requeued Slurm job,
+    Slurm's restart count and, from before the requeue, the job's MLflow run and the steps it had logged."""
+
+    tracking_uri: str
+    sweep_dir: Path
+    job: str
+    restarts: int
+    run_id_before_requeue: str
+    steps_before_requeue: list[int]
+
+
+def requeue_demo_after_first_checkpoint(
+    cluster: LocalSlurm,
+    work: Path,
+    demo_shards: Path,
+    *overrides: str,
+    run_name: str,
+    job_of: Callable[[Path], str],
+    timeout_s: float,
+) -> RequeuedDemo:
+    """Submits the demo experiment (``overrides`` added), requeues the sweep's job 0 (run ``run_name``) once
+    its first checkpoint is on disk, and waits for the submission to end; fails the test unless it exits 0.
+
+    ``job_of(sweep_dir)`` names job 0's Slurm job (submitit's folder name for it).
+    """
+    tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+    sweep_dir = work / "multirun"
+    submission = start_submission(
+        cluster,
+        work,
+        *CPU_RUN,
+        "+experiment=demo",
+        f"data.root={demo_shards}",
+        f"logger.tracking_uri={tracking_uri}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"trainer.max_epochs={REQUEUE_EPOCHS}",
+        f"trainer.limit_train_batches={REQUEUE_BATCHES_PER_EPOCH}",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+        *overrides,
+    )
+    with cleaned_up(cluster, submission):
+        ckpt_dir = sweep_dir / f"0_{run_name}" / "checkpoints"
+        wait_until(
+            lambda: (ckpt_dir / "last.ckpt").is_file() or submission.process.poll() is not None,
+            timeout_s=300,
+            what=f"the first checkpoint in {ckpt_dir}",
+        )
+        ended = submission.process.poll() is not None
+        assert not ended, f"the submission ended before job 0 checkpointed:\n{submission.tail()}"
+        job = job_of(sweep_dir)
+        (run_before,) = [run for run in mlflow_runs(tracking_uri) if run.info.run_name == run_name]
+        steps_before = logged_steps(tracking_uri, run_before.info.run_id)
+        restarts = requeue_now(cluster, job)
+        returncode = submission.wait(timeout_s)
+    assert returncode == 0, f"the requeued submission failed (exit {returncode}):\n{submission.tail()}"
+    return RequeuedDemo(tracking_uri, sweep_dir, job, restarts, run_before.info.run_id, steps_before)
+
+
+def assert_resumed_every_step(requeued: RequeuedDemo, run_id: str) -> None:
+    """The run took over after the requeue and logged every optimisation step exactly once across both
+    attempts: none lost, none repeated."""
+    assert requeued.restarts >= 1, "the job was not requeued (Slurm counted no restart)"
+    assert run_id == requeued.run_id_before_requeue
+    steps = logged_steps(requeued.tracking_uri, run_id)
+    assert steps == list(range(REQUEUE_EPOCHS * REQUEUE_BATCHES_PER_EPOCH))
+    assert set(requeued.steps_before_requeue) < set(steps)

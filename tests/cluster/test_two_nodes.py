@@ -18,12 +18,12 @@ from mlflow.tracking import MlflowClient
 from tests.cluster.conftest import (
     CPU_RUN,
     LocalSlurm,
+    assert_resumed_every_step,
     cleaned_up,
     logged_steps,
     mlflow_runs,
-    requeue_now,
+    requeue_demo_after_first_checkpoint,
     start_submission,
-    wait_until,
 )
 from tests.train.train_helpers import SYNTHETIC, train_cli
 
@@ -105,56 +105,25 @@ def test_two_node_job_matches_one_process(two_node_slurm: LocalSlurm, tmp_path: 
         torch.testing.assert_close(two_nodes[key], value, atol=DDP_WEIGHT_TOLERANCE, rtol=0, msg=key)
 
 
-EPOCHS = 3
-BATCHES_PER_EPOCH = 6
-
-
 def test_requeued_two_node_job_resumes_into_the_same_run(
     two_node_slurm: LocalSlurm, demo_shards: Path, tmp_path: Path
 ) -> None:
     """The demo on both nodes, requeued (``scontrol requeue``) once its first checkpoint is on disk."""
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir = tmp_path / "multirun"
-    submission = start_submission(
+    requeued = requeue_demo_after_first_checkpoint(
         two_node_slurm,
         tmp_path,
-        *CPU_RUN,
+        demo_shards,
         *TWO_NODES,
-        "+experiment=demo",
-        f"data.root={demo_shards}",
-        f"logger.tracking_uri={tracking_uri}",
-        f"hydra.sweep.dir={sweep_dir}",
-        f"trainer.max_epochs={EPOCHS}",
-        f"trainer.limit_train_batches={BATCHES_PER_EPOCH}",
-        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+        run_name="demo-seed0",
+        job_of=lambda sweep_dir: _job_folder(sweep_dir).name,
+        timeout_s=SUBMIT_TIMEOUT_S,
     )
-    with cleaned_up(two_node_slurm, submission):
-        ckpt_dir = sweep_dir / "0_demo-seed0" / "checkpoints"
-        wait_until(
-            lambda: (ckpt_dir / "last.ckpt").is_file() or submission.process.poll() is not None,
-            timeout_s=300,
-            what=f"the first checkpoint in {ckpt_dir}",
-        )
-        ended = submission.process.poll() is not None
-        assert not ended, f"the job ended before it checkpointed:\n{submission.tail()}"
-        job = _job_folder(sweep_dir).name
-        (run_before,) = mlflow_runs(tracking_uri)
-        steps_before = logged_steps(tracking_uri, run_before.info.run_id)
-        restarts = requeue_now(two_node_slurm, job)
-        returncode = submission.wait(SUBMIT_TIMEOUT_S)
-    assert returncode == 0, f"the requeued two-node job failed (exit {returncode}):\n{submission.tail()}"
-
-    assert restarts >= 1, "the job was not requeued (Slurm counted no restart)"
-    (run,) = mlflow_runs(tracking_uri)
-    assert run.info.run_id == run_before.info.run_id
+    (run,) = mlflow_runs(requeued.tracking_uri)
+    assert_resumed_every_step(requeued, run.info.run_id)
     assert run.info.status == "FINISHED"
     assert (run.data.tags["num_nodes"], run.data.tags["world_size"]) == ("2", "2")
-    steps = logged_steps(tracking_uri, run.info.run_id)
-    # Every optimisation step logged exactly once across both attempts: none lost, none repeated.
-    assert steps == list(range(EPOCHS * BATCHES_PER_EPOCH))
-    assert set(steps_before) < set(steps)
     # Both attempts ran a rank on each node (open-mode=append keeps every attempt's log).
-    rank0, rank1 = _rank_logs(_job_folder(sweep_dir))
+    rank0, rank1 = _rank_logs(_job_folder(requeued.sweep_dir))
     assert rank0.count("global rank 0 of 2 on node node1") == 2
     assert rank1.count("global rank 1 of 2 on node node2") == 2
     assert "continuing MLflow run " + run.info.run_id in rank0
