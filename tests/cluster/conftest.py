@@ -191,6 +191,38 @@ def requeue_now(cluster: LocalSlurm, job: str) -> int:
     return cluster.restart_count(job)
 
 
+@dataclass(frozen=True)
+class SweepOutput:
+    """Where a submission started in ``work`` writes: its MLflow store and Hydra's sweep folder."""
+
+    tracking_uri: str
+    sweep_dir: Path
+
+    @staticmethod
+    def under(work: Path) -> SweepOutput:
+        return SweepOutput(f"sqlite:///{work / 'mlflow.db'}", work / "multirun")
+
+    def overrides(self) -> tuple[str, ...]:
+        return (f"logger.tracking_uri={self.tracking_uri}", f"hydra.sweep.dir={self.sweep_dir}")
+
+
+def submit_and_wait(cluster: LocalSlurm, work: Path, *overrides: str, timeout_s: float) -> SweepOutput:
+    """``python -m pipeline.train -m`` with ``CPU_RUN`` and ``overrides`` until every job has a result; fails
+    the test unless it exits 0."""
+    output = SweepOutput.under(work)
+    submission = start_submission(cluster, work, *CPU_RUN, *overrides, *output.overrides())
+    with cleaned_up(cluster, submission):
+        returncode = submission.wait(timeout_s)
+    assert returncode == 0, f"the submission failed (exit {returncode}):\n{submission.tail()}"
+    return output
+
+
+def job_folder(sweep_dir: Path) -> Path:
+    """submitit's folder of a sweep's only Slurm job: <sweep>/.submitit/<job id>."""
+    (folder,) = [entry for entry in (sweep_dir / ".submitit").iterdir() if entry.is_dir()]
+    return folder
+
+
 # The requeue tests' demo run: three epochs of six steps, checkpointed every two steps, so that a requeue
 # after the first checkpoint leaves most of the steps to the second attempt.
 REQUEUE_EPOCHS = 3
@@ -198,12 +230,10 @@ REQUEUE_BATCHES_PER_EPOCH = 6
 
 
 @dataclass(frozen=True)
-class RequeuedDemo:
-    """A demo submission whose first job was requeued once: its store, sweep folder, the requeued Slurm job,
-    Slurm's restart count and, from before the requeue, the job's MLflow run and the steps it had logged."""
+class RequeuedDemo(SweepOutput):
+    """A demo submission whose job 0 was requeued once: the requeued Slurm job, Slurm's restart count and,
+    from before the requeue, the job's MLflow run and the steps it had logged."""
 
-    tracking_uri: str
-    sweep_dir: Path
     job: str
     restarts: int
     run_id_before_requeue: str
@@ -224,16 +254,15 @@ def requeue_demo_after_first_checkpoint(
 
     ``job_of(sweep_dir)`` names job 0's Slurm job (submitit's folder name for it).
     """
-    tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
-    sweep_dir = work / "multirun"
+    output = SweepOutput.under(work)
+    tracking_uri, sweep_dir = output.tracking_uri, output.sweep_dir
     submission = start_submission(
         cluster,
         work,
         *CPU_RUN,
+        *output.overrides(),
         "+experiment=demo",
         f"data.root={demo_shards}",
-        f"logger.tracking_uri={tracking_uri}",
-        f"hydra.sweep.dir={sweep_dir}",
         f"trainer.max_epochs={REQUEUE_EPOCHS}",
         f"trainer.limit_train_batches={REQUEUE_BATCHES_PER_EPOCH}",
         "callbacks.periodic_checkpoint.every_n_train_steps=2",

@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.conftest import (
-    CPU_RUN,
     LocalSlurm,
     RequeuedDemo,
     assert_resumed_every_step,
-    cleaned_up,
+    job_folder,
     logged_steps,
     mlflow_runs,
     requeue_demo_after_first_checkpoint,
-    start_submission,
+    submit_and_wait,
 )
 
 pytestmark = pytest.mark.slow
@@ -70,31 +69,25 @@ def test_requeued_job_resumes_into_the_same_run(requeued_sweep: RequeuedDemo) ->
 
 
 def test_ddp_job_runs_two_ranks_under_srun(local_slurm: LocalSlurm, tmp_path: Path) -> None:
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir = tmp_path / "multirun"
-    submission = start_submission(
+    output = submit_and_wait(
         local_slurm,
         tmp_path,
-        *CPU_RUN,
         "trainer=ddp",  # devices=2 -> hydra.launcher.tasks_per_node=2: srun starts both ranks
         "data=synthetic",
         "model.width=0.25",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
-        f"logger.tracking_uri={tracking_uri}",
-        f"hydra.sweep.dir={sweep_dir}",
+        timeout_s=SUBMIT_TIMEOUT_S,
     )
-    with cleaned_up(local_slurm, submission):
-        returncode = submission.wait(SUBMIT_TIMEOUT_S)
-    assert returncode == 0, f"the DDP job failed (exit {returncode}):\n{submission.tail()}"
+    tracking_uri, sweep_dir = output.tracking_uri, output.sweep_dir
     (run,) = mlflow_runs(tracking_uri)
     assert run.data.tags["world_size"] == "2"
     assert run.data.tags["strategy"] == "DDPStrategy"
     assert logged_steps(tracking_uri, run.info.run_id) == [0, 1, 2]
-    (job_folder,) = [entry for entry in (sweep_dir / ".submitit").iterdir() if entry.is_dir()]
-    task_logs = sorted(path.name for path in job_folder.glob("*_log.out"))
-    assert task_logs == [f"{job_folder.name}_0_log.out", f"{job_folder.name}_1_log.out"]
-    assert "global_rank=1(2)" in (job_folder / task_logs[1]).read_text()
+    job = job_folder(sweep_dir)
+    task_logs = sorted(path.name for path in job.glob("*_log.out"))
+    assert task_logs == [f"{job.name}_0_log.out", f"{job.name}_1_log.out"]
+    assert "global_rank=1(2)" in (job / task_logs[1]).read_text()
     assert [path.name for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")] == [
         "0_baseline-seed0"
     ]

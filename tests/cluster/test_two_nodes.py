@@ -19,11 +19,11 @@ from tests.cluster.conftest import (
     CPU_RUN,
     LocalSlurm,
     assert_resumed_every_step,
-    cleaned_up,
+    job_folder,
     logged_steps,
     mlflow_runs,
     requeue_demo_after_first_checkpoint,
-    start_submission,
+    submit_and_wait,
 )
 from tests.train.train_helpers import SYNTHETIC, train_cli
 
@@ -38,16 +38,10 @@ DDP_WEIGHT_TOLERANCE = 1e-6
 SYNTHETIC_EPOCH = (*SYNTHETIC, "trainer.max_epochs=1")
 
 
-def _job_folder(sweep_dir: Path) -> Path:
-    """submitit's folder of the sweep's one job: <sweep>/.submitit/<job id>."""
-    (folder,) = [entry for entry in (sweep_dir / ".submitit").iterdir() if entry.is_dir()]
-    return folder
-
-
-def _rank_logs(job_folder: Path) -> list[str]:
+def _rank_logs(folder: Path) -> list[str]:
     """Each task's (rank's) own log, in rank order: srun writes <job>_<task>_log.out per task."""
-    logs = sorted(job_folder.glob("*_log.out"))
-    assert [path.name for path in logs] == [f"{job_folder.name}_{task}_log.out" for task in (0, 1)]
+    logs = sorted(folder.glob("*_log.out"))
+    assert [path.name for path in logs] == [f"{folder.name}_{task}_log.out" for task in (0, 1)]
     return [path.read_text(errors="replace") for path in logs]
 
 
@@ -71,27 +65,17 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_node_job_matches_one_process(two_node_slurm: LocalSlurm, tmp_path: Path) -> None:
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir = tmp_path / "multirun"
-    submission = start_submission(
-        two_node_slurm,
-        tmp_path,
-        *CPU_RUN,
-        *TWO_NODES,
-        *SYNTHETIC_EPOCH,
-        f"logger.tracking_uri={tracking_uri}",
-        f"hydra.sweep.dir={sweep_dir}",
+    output = submit_and_wait(
+        two_node_slurm, tmp_path, *TWO_NODES, *SYNTHETIC_EPOCH, timeout_s=SUBMIT_TIMEOUT_S
     )
-    with cleaned_up(two_node_slurm, submission):
-        returncode = submission.wait(SUBMIT_TIMEOUT_S)
-    assert returncode == 0, f"the two-node job failed (exit {returncode}):\n{submission.tail()}"
+    tracking_uri, sweep_dir = output.tracking_uri, output.sweep_dir
 
     (run,) = mlflow_runs(tracking_uri)
     assert run.info.status == "FINISHED"
     assert (run.data.tags["num_nodes"], run.data.tags["world_size"]) == ("2", "2")
     assert run.data.tags["strategy"] == "DDPStrategy"
     assert logged_steps(tracking_uri, run.info.run_id) == [0, 1, 2, 3]
-    rank0, rank1 = _rank_logs(_job_folder(sweep_dir))
+    rank0, rank1 = _rank_logs(job_folder(sweep_dir))
     assert "global rank 0 of 2 on node node1" in rank0
     assert "global rank 1 of 2 on node node2" in rank1
 
@@ -115,7 +99,7 @@ def test_requeued_two_node_job_resumes_into_the_same_run(
         demo_shards,
         *TWO_NODES,
         run_name="demo-seed0",
-        job_of=lambda sweep_dir: _job_folder(sweep_dir).name,
+        job_of=lambda sweep_dir: job_folder(sweep_dir).name,
         timeout_s=SUBMIT_TIMEOUT_S,
     )
     (run,) = mlflow_runs(requeued.tracking_uri)
@@ -123,7 +107,7 @@ def test_requeued_two_node_job_resumes_into_the_same_run(
     assert run.info.status == "FINISHED"
     assert (run.data.tags["num_nodes"], run.data.tags["world_size"]) == ("2", "2")
     # Both attempts ran a rank on each node (open-mode=append keeps every attempt's log).
-    rank0, rank1 = _rank_logs(_job_folder(requeued.sweep_dir))
+    rank0, rank1 = _rank_logs(job_folder(requeued.sweep_dir))
     assert rank0.count("global rank 0 of 2 on node node1") == 2
     assert rank1.count("global rank 1 of 2 on node node2") == 2
     assert "continuing MLflow run " + run.info.run_id in rank0
