@@ -29,6 +29,14 @@ def _loader(root, workers: int, rank: int = 0, world: int = 1):
     return dm.train_dataloader()
 
 
+def _read_into(root, workers: int, batches: int) -> tuple[list, dict]:
+    """The first ``batches`` batches of a fresh train loader, and its state_dict after them."""
+    loader = _loader(root, workers)
+    iterator = iter(loader)
+    head = [next(iterator) for _ in range(batches)]
+    return head, loader.state_dict()  # the iterator goes with this frame: its workers stop here
+
+
 def _same(left: list, right: list) -> bool:
     return len(left) == len(right) and all(
         torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(left, right, strict=True)
@@ -41,11 +49,7 @@ def test_a_restored_loader_continues_with_the_very_next_batch(damaged_shards, wo
     epochs = [[(x.clone(), y.clone()) for x, y in reference] for _ in range(2)]
     assert len(epochs[0]) == 14 and not _same(epochs[0], epochs[1])
     for stop in (1, 5, 13, 14) if workers == 0 else (5, 14):  # mid-epoch, and at its end
-        first = _loader(damaged_shards, workers)
-        batches = iter(first)
-        head = [next(batches) for _ in range(stop)]
-        state = first.state_dict()
-        del batches
+        head, state = _read_into(damaged_shards, workers, stop)
         resumed = _loader(damaged_shards, workers)
         resumed.load_state_dict(state)
         assert _same(head + list(resumed), epochs[0]), f"epoch 0 resumed after {stop} batches"
@@ -53,11 +57,7 @@ def test_a_restored_loader_continues_with_the_very_next_batch(damaged_shards, wo
 
 
 def test_reading_back_to_the_position_decodes_nothing(damaged_shards, monkeypatch):
-    first = _loader(damaged_shards, 0)
-    batches = iter(first)
-    for _ in range(10):
-        next(batches)
-    state = first.state_dict()
+    _, state = _read_into(damaged_shards, 0, 10)
     decoded = []
     import pipeline.data.transforms as transforms
 
@@ -91,12 +91,7 @@ def test_round_robin_skips_workers_that_delivered_their_quota():
 
 
 def test_another_layout_resumes_at_the_same_step_with_a_warning(damaged_shards, caplog):
-    first = _loader(damaged_shards, 2)
-    batches = iter(first)
-    for _ in range(6):
-        next(batches)
-    state = first.state_dict()
-    del batches
+    _, state = _read_into(damaged_shards, 2, 6)
     resumed = _loader(damaged_shards, 3)
     resumed.load_state_dict(state)
     with caplog.at_level(logging.WARNING, logger="pipeline.data"):

@@ -21,6 +21,18 @@ def tiny(tmp_path: Path) -> Path:
     )
 
 
+def _archives(tmp_path: Path, classes: int) -> Path:
+    """A fake ImageNet in the official tarballs' layout, one train and one val image per class."""
+    return make_fake_imagenet(
+        tmp_path / "src",
+        classes=classes,
+        train_per_class=1,
+        val_per_class=1,
+        layout="archives",
+        image_size=(64, 48),
+    )
+
+
 def test_missing_source(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"source {tmp_path / 'nope'} does not exist.*set source="):
         run_prep(tmp_path / "nope", tmp_path / "out", progress=False)
@@ -41,14 +53,7 @@ def test_val_label_for_unknown_wnid(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_wnid_in_label_file(tmp_path: Path) -> None:
-    source = make_fake_imagenet(
-        tmp_path / "src",
-        classes=2,
-        train_per_class=1,
-        val_per_class=1,
-        layout="archives",
-        image_size=(64, 48),
-    )
+    source = _archives(tmp_path, classes=2)
     csv = source / "LOC_val_solution.csv"
     csv.write_text(csv.read_text().replace("n01443537", "n07777777"))
     with pytest.raises(ValueError, match="n07777777, which is not a class"):
@@ -56,14 +61,7 @@ def test_unknown_wnid_in_label_file(tmp_path: Path) -> None:
 
 
 def test_missing_val_labels_for_the_val_archive(tmp_path: Path) -> None:
-    source = make_fake_imagenet(
-        tmp_path / "src",
-        classes=1,
-        train_per_class=1,
-        val_per_class=1,
-        layout="archives",
-        image_size=(64, 48),
-    )
+    source = _archives(tmp_path, classes=1)
     (source / "LOC_val_solution.csv").unlink()
     (source / "ILSVRC2012_devkit_t12" / "data" / "meta.mat").unlink()
     with pytest.raises(FileNotFoundError, match="no val labels beside .*set val_labels=PATH"):
