@@ -40,15 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.models.alexnet import (
-    LRN_ALPHA,
-    LRN_BETA,
-    LRN_K,
-    LRN_SIZE,
-    POOL_KERNELS,
-    AlexNet,
-    AlexNetShape,
-)
+from pipeline.models.alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet
 from pipeline.models.lrn import GroupedLocalResponseNorm
 
 __all__ = ["SplitAlexNet"]
@@ -58,15 +50,14 @@ TOWERS = 2
 
 
 class _Tower(nn.Module):
-    """One device's half of every layer (built on the meta device; SplitAlexNet materialises it)."""
+    """One device's half of every layer of ``grouped``, built on the meta device (SplitAlexNet materialises
+    it)."""
 
-    def __init__(
-        self, arch: AlexNetShape, num_classes: int, *, lrn: bool, pool: str, dropout: float, fc8_bias: bool
-    ) -> None:
+    def __init__(self, grouped: AlexNet, *, fc8_bias: bool) -> None:
         super().__init__()
+        arch = grouped.arch
         c1, c2, c3, c4, c5 = (k // TOWERS for k in arch.conv_kernels)
         units = arch.fc_units // TOWERS
-        pool_kernel, pool_stride = POOL_KERNELS[pool]
         meta = {"device": "meta"}
         self.conv1 = nn.Conv2d(3, c1, kernel_size=11, stride=4, **meta)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2, **meta)
@@ -75,16 +66,18 @@ class _Tower(nn.Module):
         self.conv5 = nn.Conv2d(c4, c5, kernel_size=3, padding=1, **meta)
         self.fc6 = nn.Linear(arch.fc6_inputs, units, **meta)  # sees both towers
         self.fc7 = nn.Linear(units * TOWERS, units, **meta)  # sees both towers
+        num_classes = grouped.fc8.out_features
         self.fc8 = nn.Linear(units, num_classes, bias=fc8_bias, **meta)  # own half of the inputs
+        # The grouped net's parameter-free layers, with LRN over the tower's own maps only.
         lrn_module: Callable[[], nn.Module] = (
             (lambda: GroupedLocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
-            if lrn
+            if isinstance(grouped.lrn1, GroupedLocalResponseNorm)
             else nn.Identity
         )
         self.relu = nn.ReLU(inplace=True)
         self.lrn1, self.lrn2 = lrn_module(), lrn_module()
-        self.pool = nn.MaxPool2d(pool_kernel, pool_stride)
-        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.pool = nn.MaxPool2d(grouped.pool1.kernel_size, grouped.pool1.stride)
+        self.drop6, self.drop7 = nn.Dropout(grouped.drop6.p), nn.Dropout(grouped.drop7.p)
 
     def conv1_to_pool2(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.lrn1(self.relu(self.conv1(x))))
@@ -115,26 +108,22 @@ def _gather(parts: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor
 class SplitAlexNet(nn.Module):
     """``AlexNet(groups=2)`` split over two devices as in the paper; see the module docstring for usage.
 
-    Takes AlexNet's arguments (``groups`` must be 2 and ``one_gpu_half`` False: the split *is* the two-GPU
-    connectivity) plus ``devices``, two torch devices or strings, e.g. ``("cuda:0", "cuda:1")`` or
-    ``("cpu", "cpu")``. Weights are initialised exactly as ``AlexNet`` would be from the same RNG state.
+    Takes AlexNet's arguments (``num_classes``, then keywords passed on to ``AlexNet``, which checks them;
+    ``groups`` must be 2 and ``one_gpu_half`` False: the split *is* the two-GPU connectivity) plus
+    ``devices``, two torch devices or strings, e.g. ``("cuda:0", "cuda:1")`` or ``("cpu", "cpu")``. Weights
+    are initialised exactly as ``AlexNet`` would be from the same RNG state.
     """
 
     def __init__(
         self,
         num_classes: int = 1000,
         *,
-        width: float = 1.0,
-        lrn: bool = True,
-        pool: str = "overlap",
-        dropout: float = 0.5,
-        groups: int = 2,
-        one_gpu_half: bool = False,
-        in_size: int = 227,
-        bias_init: float = 1.0,
         devices: Sequence[str | torch.device] = ("cpu", "cpu"),
+        **net_args: Any,
     ) -> None:
         super().__init__()
+        # Left out, both take AlexNet's defaults: the paper's two-GPU net.
+        groups, one_gpu_half = net_args.get("groups", TOWERS), net_args.get("one_gpu_half", False)
         if groups != TOWERS or one_gpu_half:
             raise ValueError(
                 f"SplitAlexNet: groups={groups}, one_gpu_half={one_gpu_half}; the two-device split needs "
@@ -146,21 +135,10 @@ class SplitAlexNet(nn.Module):
             )
         self.devices = tuple(torch.device(device) for device in devices)
         # The grouped net validates the arguments and draws the weights, so both layouts start identical.
-        grouped = AlexNet(
-            num_classes,
-            width=width,
-            lrn=lrn,
-            pool=pool,
-            dropout=dropout,
-            in_size=in_size,
-            bias_init=bias_init,
-        )
+        grouped = AlexNet(num_classes, **net_args)
         self.arch = grouped.arch
-        self.in_size = in_size
-        self.towers = nn.ModuleList(
-            _Tower(self.arch, num_classes, lrn=lrn, pool=pool, dropout=dropout, fc8_bias=index == 0)
-            for index in range(TOWERS)
-        )
+        self.in_size = grouped.in_size
+        self.towers = nn.ModuleList(_Tower(grouped, fc8_bias=index == 0) for index in range(TOWERS))
         for tower, device in zip(self.towers, self.devices, strict=True):
             tower.to_empty(device=device)
         self._merged_shapes = {key: value.shape for key, value in grouped.state_dict().items()}
