@@ -218,9 +218,9 @@ class AlexNetModule(LightningModule):
             },
         }
 
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+    def lr_scheduler_step(self, scheduler: PlateauDrops, metric: Any) -> None:
         scheduler.step(metric)
-        if getattr(scheduler, "exhausted", False) and not self.trainer.should_stop:
+        if scheduler.exhausted and not self.trainer.should_stop:
             # the last rate has plateaued too: the paper's end of training (the job stops after this epoch)
             log.info("lr policy: plateau after %d lr drops; training ends", scheduler.drops)
             self.trainer.should_stop = True

@@ -3,7 +3,8 @@ difference of two experiments' means.
 
 Welch's interval (Welch 1947; e.g. NIST/SEMATECH e-Handbook 7.3.1) does not assume equal variances, and its
 Welch-Satterthwaite degrees of freedom shrink with few seeds, so the interval widens honestly where a study
-has 2 or 3 seeds per experiment: for means m_a, m_b, sample variances s_a², s_b², sizes n_a, n_b,
+has 2 or 3 seeds per experiment. scipy computes it (``ttest_ind(equal_var=False)``): for means m_a, m_b,
+sample variances s_a², s_b², sizes n_a, n_b,
 
     se² = s_a²/n_a + s_b²/n_b,   df = se⁴ / ((s_a²/n_a)²/(n_a-1) + (s_b²/n_b)²/(n_b-1)),
     CI  = (m_a - m_b) ± t(0.975, df) · se.
@@ -57,12 +58,9 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = C
         raise ValueError(f"confidence must be in (0, 1) (got {confidence})")
     if len(a) < 2 or len(b) < 2:
         return None
-    share_a = statistics.variance(a) / len(a)
-    share_b = statistics.variance(b) / len(b)
     delta = statistics.fmean(a) - statistics.fmean(b)
-    se_squared = share_a + share_b
-    if se_squared == 0.0:
-        return Interval(delta, delta, math.inf)
-    df = se_squared**2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
-    half_width = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(se_squared)
-    return Interval(delta - half_width, delta + half_width, df)
+    if statistics.variance(a) == 0.0 and statistics.variance(b) == 0.0:
+        return Interval(delta, delta, math.inf)  # scipy would give nan: no spread, no uncertainty to show
+    welch = scipy_stats.ttest_ind(a, b, equal_var=False)
+    interval = welch.confidence_interval(confidence)
+    return Interval(float(interval.low), float(interval.high), float(welch.df))
