@@ -42,6 +42,9 @@ COPY scripts/ scripts/
 COPY data_prep/ data_prep/
 COPY pipeline/ pipeline/
 COPY conf/ conf/
+# The image is for GPUs and carries no C++ compiler: the fused CPU LRN kernel is not built, and LRN on a CPU
+# runs as torch ops (pipeline/models/lrn_kernel.py).
+ENV ALEXNET_FUSED_LRN=0
 RUN INSTALL_EXTRAS="" PYTHON=python3 scripts/install.sh /opt/venv \
     && rm -rf /root/.cache/pip
 

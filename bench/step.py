@@ -43,7 +43,8 @@ AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 @dataclasses.dataclass(frozen=True)
 class Setting:
     precision: str = "32"  # Lightning's trainer.precision: 32-true, bf16-mixed, 16-mixed
-    lrn: str = "fast"  # fast (pipeline.models.lrn) | torch (the reference) | none (nn.Identity)
+    lrn: str = "fast"  # fast (pipeline.models.lrn: the fused kernel on CPUs) | gemm (its torch-op path)
+    # | torch (torch.nn.LocalResponseNorm, the reference) | none (nn.Identity)
     channels_last: bool = False
     compile: bool = False
     fused_sgd: bool = True  # the pipeline's optimizer now; foreach SGD before this work
@@ -58,6 +59,7 @@ SETTINGS = {
     "fp32-fast-lrn": Setting(fused_sgd=False, malloc_reuse=False),  # ... the fast LRN alone
     "fp32": Setting(),
     "fp32+channels_last": Setting(channels_last=True),
+    "fp32+channels_last-gemm-lrn": Setting(lrn="gemm", channels_last=True),
     "fp32+compile": Setting(compile=True),
     "bf16-torch-lrn": Setting("bf16", lrn="torch"),
     "bf16": Setting("bf16"),
@@ -67,14 +69,20 @@ SETTINGS = {
     "fp32+channels_last+compile": Setting(channels_last=True, compile=True),
     "fp16": Setting("16"),
     "fp32-no-lrn": Setting(lrn="none"),
+    "fp32+channels_last-no-lrn": Setting(lrn="none", channels_last=True),
     "bf16-no-lrn": Setting("bf16", lrn="none"),
 }
 BASELINE = "fp32-torch-lrn"
 CPU_DEFAULT = [name for name in SETTINGS if name != "fp16"]  # CPU autocast has no fp16 speed-up to show
 
 
+# The profiler's events that make up LRN's time: the forward's range and the backward's autograd node (not
+# also "autograd::engine::evaluate_function: ...", the same time again).
+LRN_EVENTS = {"LRN forward", "_LocalResponseNormBackward", "_FusedLocalResponseNormBackward"}
+
+
 class _Marked(nn.Module):
-    """Wraps an LRN layer in a profiler range (its backward shows up as _LocalResponseNormBackward)."""
+    """Wraps an LRN layer in a profiler range (its backward shows up as _...LocalResponseNormBackward)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -93,6 +101,8 @@ class Runner:
         net = AlexNet(1000, width=args.width, lrn=setting.lrn != "none")
         if setting.lrn == "torch":
             use_torch_lrn(net)
+        if setting.lrn == "gemm":
+            net.lrn1.fused = net.lrn2.fused = False
         if not setting.compile:  # a profiler range inside a compiled graph would only get in its way
             for name in ("lrn1", "lrn2"):
                 setattr(net, name, _Marked(getattr(net, name)))
@@ -208,13 +218,9 @@ def profile(runner: Runner, steps: int = 2) -> None:
         wall_us = (time.perf_counter() - started) * 1e6
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
-    lrn_us = sum(
-        event.cpu_time_total
-        for event in events
-        if event.key == "LRN forward" or event.key.endswith("_LocalResponseNormBackward")
-    )
+    lrn_us = sum(event.cpu_time_total for event in events if event.key in LRN_EVENTS)
     print(
-        f"LRN (forward ranges + _LocalResponseNormBackward): {lrn_us / 1e3:.1f} ms of {wall_us / 1e3:.1f} ms "
+        f"LRN (forward ranges + its backward): {lrn_us / 1e3:.1f} ms of {wall_us / 1e3:.1f} ms "
         f"= {lrn_us / wall_us:.1%} of the step (under the profiler)"
     )
 

@@ -32,4 +32,9 @@ else
 fi
 # foolbox is only a carrier of 20 real ImageNet photos for the demo; its deps are not needed.
 "${pip[@]}" --no-deps "foolbox==3.3.4"
+if [ "${INSTALL_ONLY_DEPS:-0}" != 1 ]; then
+  # The fused CPU LRN kernel, compiled for this machine's CPU now rather than in the first training run;
+  # without a compiler it warns and training uses torch ops instead (GPUs never need it).
+  "$venv/bin/python" -c "from pipeline.models.lrn_kernel import main; main()"
+fi
 echo "[install] done: $venv"

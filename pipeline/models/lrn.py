@@ -1,24 +1,30 @@
-"""Local response normalisation (the paper's section 3.3), fast: the window's sum is one matrix product.
+"""Local response normalisation (the paper's section 3.3), fast: a fused kernel on CPUs, a GEMM elsewhere.
 
     b[c] = a[c] / (k + alpha/n * sum_{j in window(c)} a[j]^2)^beta,   window(c) = [c - n//2, c + (n-1)//2]
 
 with maps outside [0, C) (or outside the tower, ``groups=2``) counting as 0: ``torch.nn.LocalResponseNorm``'s
 function, alpha divided by n as there. torch computes the window sum by padding the squared input and
 average-pooling it in 3-D, which is slow on CPUs and has no bfloat16 kernel there (autocast runs it in fp32).
-Here the sum over the channel window is a product with a banded (C/groups x C/groups) matrix: one GEMM per
+
+On CPUs the LRN is one C++ kernel (``lrn_cpu.cpp``, built by ``lrn_kernel``): the maps are read once and
+written once, the arithmetic is in fp32 whatever the storage dtype, and only the input is kept for the
+backward. Elsewhere (GPUs, or a CPU without a compiler) it is torch ops:
+
+The sum over the channel window is a product with a banded (C/groups x C/groups) matrix: one GEMM per
 layer in either memory layout (NCHW: per image and tower; channels_last: one product over all pixels). The
 backward is written out by hand (a second GEMM, with the transposed band) and keeps the input, d^-beta and
 1/d. For the paper's beta = 3/4, d^-beta is rsqrt(d) * sqrt(rsqrt(d)): cheap vector ops instead of ``pow``,
 which costs ~8x more per element on this CPU.
 
-Precision: in bfloat16 (autocast) the squares and the window-sum GEMM run in bf16 (the GEMM accumulates in
-fp32), d = k + alpha/n * sum and its powers in fp32; d^-beta and 1/d are then rounded to bf16 once, so each
-later pass over the maps is a bf16-only op (ops that mix dtypes are ~2x slower on CPUs). Measured in
-tests/model/test_lrn.py: RMS error 1.3-1.5x that of rounding the exact result to bf16. Keeping d in bf16 too
-would be cheaper but wrong where activations are small: d's bf16 spacing near k = 2 is 0.016, which swallows
-most of the normalisation there (its mean effect comes out 40% too small). float16 inputs are widened to fp32
-(a squared activation above 256 overflows fp16). No autocast switch inside: torch.compile mistraces one in an
-autograd.Function (the ops after it lose autocast); autocast may narrow the forward GEMM, which is safe.
+Precision of the torch-op path: in bfloat16 (autocast) the squares and the window-sum GEMM run in bf16
+(the GEMM accumulates in fp32), d = k + alpha/n * sum and its powers in fp32; d^-beta and 1/d are then
+rounded to bf16 once, so each later pass over the maps is a bf16-only op (ops that mix dtypes are ~2x slower
+on CPUs). Measured in tests/model/test_lrn.py: RMS error 1.3-1.5x that of rounding the exact result to bf16
+(the kernel's: 1.0x). Keeping d in bf16 too would be cheaper but wrong where activations are small: d's bf16
+spacing near k = 2 is 0.016, which swallows most of the normalisation there (its mean effect comes out 40%
+too small). float16 inputs are widened to fp32 (a squared activation above 256 overflows fp16). No autocast
+switch inside: torch.compile mistraces one in an autograd.Function (the ops after it lose autocast);
+autocast may narrow the forward GEMM, which is safe.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from pipeline.models import lrn_kernel
 
 __all__ = ["GroupedLocalResponseNorm", "TorchLocalResponseNorm", "local_response_norm", "use_torch_lrn"]
 
@@ -78,7 +86,7 @@ def _factors(d: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _LocalResponseNorm(torch.autograd.Function):
-    """Forward and a hand-written backward that saves the input, d^-beta and 1/d (in the window dtype)."""
+    """The torch-op path: a hand-written backward that saves the input, d^-beta and 1/d (window dtype)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int):
@@ -109,13 +117,57 @@ class _LocalResponseNorm(torch.autograd.Function):
         return grad_x.to(x.dtype), None, None, None, None, None
 
 
+class _FusedLocalResponseNorm(torch.autograd.Function):
+    """The C++ kernel's forward and backward (CPU tensors, NCHW- or channels_last-contiguous)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int):
+        ctx.save_for_backward(x)
+        ctx.settings = (size, alpha, beta, k, groups)
+        return torch.ops.alexnet_lrn.forward(x, size, alpha, beta, k, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad = grad.to(x.dtype).contiguous(memory_format=_memory_format(x))  # the kernel walks both alike
+        return torch.ops.alexnet_lrn.backward(grad, x, *ctx.settings), None, None, None, None, None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last where x is stored so (and is 4-D), else contiguous: the two layouts the kernel reads."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def local_response_norm(
-    x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, groups: int = 1
+    x: torch.Tensor,
+    size: int,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 1.0,
+    groups: int = 1,
+    fused: bool | None = None,
 ) -> torch.Tensor:
-    """``torch.nn.functional.local_response_norm`` computed within each of ``groups`` channel blocks."""
+    """``torch.nn.functional.local_response_norm`` computed within each of ``groups`` channel blocks.
+
+    ``fused``: the C++ kernel or the torch ops; by default the kernel where it runs (CPU tensors, k > 0: its
+    zero padding must not divide by zero).
+    """
     if x.dim() < 3:
         raise ValueError(f"LocalResponseNorm: input of shape {tuple(x.shape)}; expected [B, C, *spatial]")
     _check(size, groups, x.shape[1])
+    runs_here = x.device.type == "cpu" and k > 0 and lrn_kernel.available()
+    if fused and not runs_here:
+        raise ValueError(
+            f"LocalResponseNorm: fused=True needs a CPU tensor, k > 0 and the built kernel (got {x.device}, "
+            f"k={k}, kernel available: {lrn_kernel.available()}); fused=None picks the torch ops instead"
+        )
+    fused = runs_here if fused is None else fused
+    if fused:
+        dense = x.contiguous(memory_format=_memory_format(x))
+        return _FusedLocalResponseNorm.apply(dense, size, alpha, beta, k, groups)
     return _LocalResponseNorm.apply(x, size, alpha, beta, k, groups)
 
 
@@ -128,13 +180,22 @@ class GroupedLocalResponseNorm(nn.Module):
     differs at those boundaries. ``groups=1`` is ``torch.nn.LocalResponseNorm``'s function.
     """
 
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, groups: int = 1):
+    def __init__(
+        self,
+        size: int,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 1.0,
+        groups: int = 1,
+        fused: bool | None = None,
+    ):
         super().__init__()
         _check(size, groups)
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        self.fused = fused  # None: the C++ kernel where it runs (CPU), else the torch ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self.fused)
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
