@@ -24,7 +24,7 @@ PAPER_CONV_KERNELS = (96, 256, 384, 384, 256)
 PAPER_FC_UNITS = 4096
 POOL_KERNELS = {"overlap": (3, 2), "non_overlap": (2, 2)}
 # LRN hyper-parameters (k=2, n=5, alpha=1e-4, beta=0.75); torch divides alpha by n as the original code did.
-# The LRN is pipeline.models.lrn's: torch's function, fused into one C++ kernel on CPUs, a banded GEMM elsewhere.
+# The LRN is pipeline.models.lrn's: torch's function, one fused C++ kernel on CPUs, a banded GEMM elsewhere.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 INIT_STD = 0.01
 
