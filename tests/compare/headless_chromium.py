@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +106,27 @@ class HeadlessChromium:
     def open(self, url: str) -> None:
         self.command("Page.navigate", {"url": url})
 
-    def wait_for_text(self, needles: list[str], timeout_s: float) -> str:
-        """The page's text once it holds every needle (a JS app renders late); raises with what it held."""
+    def wait_for(self, expression: str, done: Callable[[Any], bool], timeout_s: float) -> Any:
+        """The value of a JS expression once ``done(value)`` (a JS app renders late), or its last value."""
         deadline = time.monotonic() + timeout_s
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.evaluate("document.body ? document.body.innerText : ''") or ""
-            if all(needle in text for needle in needles):
-                return text
+        while True:
+            value = self.evaluate(expression)
+            if done(value) or time.monotonic() >= deadline:
+                return value
             time.sleep(0.5)
+
+    def wait_for_text(self, needles: list[str], timeout_s: float) -> str:
+        """The page's text once it holds every needle; raises with what it held."""
+        text = self.wait_for(
+            "document.body ? document.body.innerText : ''",
+            lambda text: all(needle in (text or "") for needle in needles),
+            timeout_s,
+        )
+        text = text or ""
         missing = [needle for needle in needles if needle not in text]
-        raise TimeoutError(f"page still lacks {missing} after {timeout_s} s; it shows:\n{text[:3000]}")
+        if missing:
+            raise TimeoutError(f"page still lacks {missing} after {timeout_s} s; it shows:\n{text[:3000]}")
+        return text
 
     def screenshot(self, path: Path) -> Path:
         data = self.command("Page.captureScreenshot", {"format": "png"})["data"]

@@ -86,7 +86,8 @@ def test_compare_link_opens_the_study_curves_grouped_by_experiment(demo_shards: 
             assert f"searchFilter=tags.study = '{UI_STUDY}' AND tags.kind = 'training'" in href
             assert "compareRunsMode=CHART" in href
             browser.wait_for_text(["baseline (val/top1_error)", "no_lrn (val/top1_error)"], timeout_s=60)
-            chart = browser.evaluate(VAL_CHART_JS)
+            # plotly draws the curves after the legend is in the page: wait for them, as a user would
+            chart = browser.wait_for(VAL_CHART_JS, lambda chart: chart and chart["lines"] >= 2, timeout_s=60)
     assert chart is not None, "no val/top1_error chart"
     assert chart["cards"] == ["val/top1_error", "val/top5_error"]  # the view's chart filter: val/top
     assert chart["lines"] >= 2  # one curve per experiment (the seeds averaged), drawn
