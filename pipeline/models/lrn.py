@@ -58,7 +58,7 @@ def _window_sum(t: torch.Tensor, band: torch.Tensor, groups: int) -> torch.Tenso
     """out[:, c] = sum_j band[c, j] t[:, j] within each of ``groups`` channel blocks, in t's memory layout."""
     batch, channels, *spatial = t.shape
     per_group = channels // groups
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if _memory_format(t) == torch.channels_last:
         # NHWC: each pixel's channels are one contiguous row: one (NHW*G, C/G) x (C/G)^2 GEMM.
         rows = t.permute(0, 2, 3, 1).reshape(-1, per_group)
         height, width = spatial
