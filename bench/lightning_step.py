@@ -1,5 +1,5 @@
-"""Training-step throughput: Lightning (pipeline.module.AlexNetModule under a Trainer) against a bare PyTorch
-loop with the same net, optimizer, batches and on_after_batch_transfer, side by side in one process.
+"""Training-step throughput: Lightning (pipeline.training.module.AlexNetModule under a Trainer) against a bare
+PyTorch loop with the same net, optimizer, batches and on_after_batch_transfer, side by side in one process.
 
     python bench/lightning_step.py [--width 1.0] [--batch 32] [--steps 8] [--warmup 2] [--rounds 3]
                                    [--threads 2]
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from pipeline.data.synthetic import SyntheticDataModule
-from pipeline.module import AlexNetModule
+from pipeline.training.module import AlexNetModule
 
 
 class _StepClock(Callback):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_prep.cli import fail, optional, parse_bool, parse_overrides
+from alexnet_common.cli import fail, optional, parse_bool, parse_overrides
 from data_prep.photos import awkward_format_bytes, photo_like
 
 DEMO_CLASSES = 10

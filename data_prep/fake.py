@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from alexnet_common.cli import REQUIRED, parse_bool, parse_overrides
 from data_prep import labels
-from data_prep.cli import REQUIRED, parse_bool, parse_overrides
 from data_prep.photos import awkward_format_bytes, photo_like
 from data_prep.sources import TRAIN_ARCHIVE, VAL_ARCHIVE
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic_files import write_json_atomic
+from alexnet_common.atomic_files import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-pipeline-shards"

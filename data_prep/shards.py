@@ -17,7 +17,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.atomic_files import atomic_file, write_json_atomic
+from alexnet_common.atomic_files import atomic_file, write_json_atomic
 from data_prep.images import Encoded, encode_image
 from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL, SAMPLE_META, ShardInfo
 from data_prep.sources import SampleRef, read_sample

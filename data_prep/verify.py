@@ -11,7 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from data_prep.cli import REQUIRED, fail, parse_overrides
+from alexnet_common.cli import REQUIRED, fail, parse_overrides
 from data_prep.manifest import SAMPLE_MEMBERS, Manifest, ShardInfo, load_manifest
 from data_prep.shards import file_sha256
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from data_prep.atomic_files import write_text_atomic
-from data_prep.cli import Fields, optional, parse_bool, parse_overrides
+from alexnet_common.atomic_files import write_text_atomic
+from alexnet_common.cli import Fields, optional, parse_bool, parse_overrides
 from pipeline.report.figures import write_figures
 from pipeline.report.formats import print_rich, to_markdown
 from pipeline.report.records import to_csv, to_json

@@ -154,11 +154,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one job into one MLflow run; returns the final metrics, ``run_id`` and ``best_checkpoint``."""
     from lightning.pytorch import seed_everything
 
-    from pipeline.callbacks import CheckpointOnSigterm
-    from pipeline.resume import ResumeState
+    from pipeline.checkpoints import ResumeState
     from pipeline.tracking.identity import RunIdentity
     from pipeline.tracking.lineage import log_lineage
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
+    from pipeline.training.checkpointing import CheckpointOnSigterm
 
     one_console()
     ckpt_dir = Path(cfg.paths.ckpt_dir)
@@ -188,7 +188,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     ]
     shared = identity.share()  # on ranks srun started, the run id arrives by broadcast
-    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir / "last.ckpt")]
+    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir)]
     with identity.running():
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)

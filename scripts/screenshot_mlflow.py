@@ -27,7 +27,7 @@ from headless_chromium import HeadlessChromium, find_chromium  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow_server import free_port, wait_healthy  # noqa: E402
 
-from data_prep.cli import Fields, fail, optional, parse_overrides  # noqa: E402
+from alexnet_common.cli import Fields, fail, optional, parse_overrides  # noqa: E402
 from pipeline.report.ui_link import runs_chart_url, share_study_view  # noqa: E402
 from pipeline.tracking import keys  # noqa: E402
 from pipeline.tracking.store import resolve_tracking_uri  # noqa: E402

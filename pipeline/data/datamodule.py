@@ -252,7 +252,7 @@ class ShardDataModule(L.LightningDataModule):
     @property
     def corrupt_samples(self) -> int:
         """Samples skipped as corrupt, or lost to a damaged shard, so far by this process's train and eval
-        loaders (``pipeline.callbacks.SkippedSamples`` logs them as ``data/skipped_samples``)."""
+        loaders (``training.skipped_samples.SkippedSamples`` logs them as ``data/skipped_samples``)."""
         streams = ([self._train] if self._train is not None else []) + self._evals
         return sum(stream.skips.total for stream in streams) + self.device_decode.skipped
 

@@ -10,14 +10,15 @@ Layer names follow the paper (conv1..conv5, fc6..fc8), so ``state_dict`` keys re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from pipeline.models.lrn import GroupedLocalResponseNorm
 
-__all__ = ["AlexNet", "AlexNetShape", "GroupedLocalResponseNorm", "alexnet_shape"]
+__all__ = ["AlexNet", "AlexNetHParams", "AlexNetShape", "GroupedLocalResponseNorm", "alexnet_shape"]
 
 # The paper's kernel / unit counts at width 1.0.
 PAPER_CONV_KERNELS = (96, 256, 384, 384, 256)
@@ -27,6 +28,47 @@ POOL_KERNELS = {"overlap": (3, 2), "non_overlap": (2, 2)}
 # The LRN is pipeline.models.lrn's: torch's function, one fused C++ kernel on CPUs, a banded GEMM elsewhere.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 INIT_STD = 0.01
+
+
+@dataclass(frozen=True)
+class AlexNetHParams:
+    """The net's hyperparameters, declared once: ``AlexNet``, ``SplitAlexNet`` and the LightningModule (and so
+    its checkpoints) take them from here. The defaults are the paper's net.
+
+    Attributes:
+        width: multiplies every kernel and unit count (rounded to a multiple of ``groups``), for small demos.
+        lrn: local response normalisation after ReLU of conv1 and conv2 (per tower when ``groups=2``).
+        pool: ``"overlap"`` (3x3, stride 2, the paper) or ``"non_overlap"`` (2x2, stride 2, the ablation).
+        dropout: drop probability on the fc6 and fc7 outputs (0 disables).
+        groups: 2 = the two-GPU connectivity of conv2/conv4/conv5 and per-tower LRN; 1 = none.
+        one_gpu_half: the paper's one-GPU net (half the kernels in conv1-conv4, no groups); ignores
+            ``groups``.
+        in_size: input side length; must be 4k + 11 (227 for the paper).
+        bias_init: the bias of conv2, conv4, conv5, fc6, fc7 (the paper's 1; Caffe used 0.1); others are 0.
+    """
+
+    width: float = 1.0
+    lrn: bool = True
+    pool: str = "overlap"
+    dropout: float = 0.5
+    groups: int = 2
+    one_gpu_half: bool = False
+    in_size: int = 227
+    bias_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"AlexNet: dropout={self.dropout} must be in [0, 1)")
+        alexnet_shape(self)  # checks pool, groups, width and in_size
+
+    @classmethod
+    def of(cls, hparams: AlexNetHParams | None = None, **overrides: Any) -> AlexNetHParams:
+        """``hparams`` (default: the paper's) with ``overrides``; ValueError naming any unknown keyword."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"AlexNet: unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+        return replace(hparams or cls(), **overrides)
 
 
 @dataclass(frozen=True)
@@ -62,8 +104,10 @@ def _spatial_sizes(in_size: int, pool: str) -> tuple[int, int, int, int]:
     return conv1_out, pool1, pool2, _pooled(pool2, pool)
 
 
-def alexnet_shape(*, width: float, pool: str, groups: int, one_gpu_half: bool, in_size: int) -> AlexNetShape:
-    """Validate the architecture arguments and work out every layer's size (raises ``ValueError``)."""
+def alexnet_shape(hparams: AlexNetHParams) -> AlexNetShape:
+    """Validate the architecture hyperparameters and work out every layer's size (raises ``ValueError``)."""
+    width, pool, groups = hparams.width, hparams.pool, hparams.groups
+    one_gpu_half, in_size = hparams.one_gpu_half, hparams.in_size
     if pool not in POOL_KERNELS:
         raise ValueError(f"AlexNet: pool={pool!r} is unknown; use one of {sorted(POOL_KERNELS)}")
     if groups not in (1, 2):
@@ -102,44 +146,25 @@ class AlexNet(nn.Module):
 
     Args:
         num_classes: fc8 outputs.
-        width: multiplies every kernel and unit count (rounded to a multiple of ``groups``), for small demos.
-        lrn: local response normalisation after ReLU of conv1 and conv2 (per tower when ``groups=2``).
-        pool: ``"overlap"`` (3x3, stride 2, the paper) or ``"non_overlap"`` (2x2, stride 2, the ablation).
-        dropout: drop probability on the fc6 and fc7 outputs (0 disables).
-        groups: 2 = the two-GPU connectivity of conv2/conv4/conv5 and per-tower LRN; 1 = none.
-        one_gpu_half: the paper's one-GPU net (half the kernels in conv1-conv4, no groups); ignores
-            ``groups``.
-        in_size: input side length; must be 4k + 11 (227 for the paper).
-        bias_init: the bias of conv2, conv4, conv5, fc6, fc7 (the paper's 1; Caffe used 0.1); others are 0.
+        hparams: the net's hyperparameters (``AlexNetHParams``; default: the paper's).
+        **overrides: any ``AlexNetHParams`` field, replacing that of ``hparams``: ``AlexNet(10, width=0.5)``.
     """
 
     def __init__(
-        self,
-        num_classes: int = 1000,
-        *,
-        width: float = 1.0,
-        lrn: bool = True,
-        pool: str = "overlap",
-        dropout: float = 0.5,
-        groups: int = 2,
-        one_gpu_half: bool = False,
-        in_size: int = 227,
-        bias_init: float = 1.0,
+        self, num_classes: int = 1000, hparams: AlexNetHParams | None = None, **overrides: Any
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"AlexNet: num_classes={num_classes} must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"AlexNet: dropout={dropout} must be in [0, 1)")
-        shape = alexnet_shape(
-            width=width, pool=pool, groups=groups, one_gpu_half=one_gpu_half, in_size=in_size
-        )
+        self.hparams = hparams = AlexNetHParams.of(hparams, **overrides)
+        shape = alexnet_shape(hparams)
         self.arch = shape
-        self.in_size = in_size
+        self.in_size = hparams.in_size
         c1, c2, c3, c4, c5 = shape.conv_kernels
         g1, g2, g3, g4, g5 = shape.conv_groups
-        pool_kernel, pool_stride = POOL_KERNELS[pool]
+        pool_kernel, pool_stride = POOL_KERNELS[hparams.pool]
         units = shape.fc_units
+        lrn, dropout = hparams.lrn, hparams.dropout
 
         self.conv1 = nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=0, groups=g1)
         self.relu1 = nn.ReLU(inplace=True)
@@ -163,7 +188,7 @@ class AlexNet(nn.Module):
         self.relu7 = nn.ReLU(inplace=True)
         self.drop7 = nn.Dropout(dropout)
         self.fc8 = nn.Linear(units, num_classes)
-        init_paper_weights(self, bias_init)
+        init_paper_weights(self, hparams.bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-3:] != (3, self.in_size, self.in_size):

@@ -6,7 +6,7 @@ written by either loads into the other.
 
 Usage (plain PyTorch, or as the ``model`` of a LightningModule)::
 
-    model = SplitAlexNet(1000, devices=("cuda:0", "cuda:1"))   # same arguments as AlexNet, plus devices
+    model = SplitAlexNet(1000, devices=("cuda:0", "cuda:1"))   # AlexNet's arguments, plus devices
     logits = model(images)              # images on any device (devices[0] saves a copy); logits on devices[0]
     loss = F.cross_entropy(logits, labels.to(logits.device)); loss.backward()
     grouped = AlexNet(1000); grouped.load_state_dict(model.state_dict())   # and the other way round
@@ -40,8 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.models.alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet
+from pipeline.models.alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet, AlexNetHParams
 from pipeline.models.lrn import GroupedLocalResponseNorm
+from pipeline.models.torch_internals import KeepsDevicesOnMove
 
 __all__ = ["SplitAlexNet"]
 
@@ -105,25 +106,26 @@ def _gather(parts: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor
     return torch.cat([_to(part, device) for part in parts], dim=1)
 
 
-class SplitAlexNet(nn.Module):
+class SplitAlexNet(KeepsDevicesOnMove):
     """``AlexNet(groups=2)`` split over two devices as in the paper; see the module docstring for usage.
 
-    Takes AlexNet's arguments (``num_classes``, then keywords passed on to ``AlexNet``, which checks them;
-    ``groups`` must be 2 and ``one_gpu_half`` False: the split *is* the two-GPU connectivity) plus
-    ``devices``, two torch devices or strings, e.g. ``("cuda:0", "cuda:1")`` or ``("cpu", "cpu")``. Weights
-    are initialised exactly as ``AlexNet`` would be from the same RNG state.
+    Takes AlexNet's arguments (``num_classes``, ``hparams`` and keyword overrides of it; ``groups`` must be 2
+    and ``one_gpu_half`` False: the split *is* the two-GPU connectivity) plus ``devices``, two torch devices
+    or strings, e.g. ``("cuda:0", "cuda:1")`` or ``("cpu", "cpu")``. Weights are initialised exactly as
+    ``AlexNet`` would be from the same RNG state.
     """
 
     def __init__(
         self,
         num_classes: int = 1000,
+        hparams: AlexNetHParams | None = None,
         *,
         devices: Sequence[str | torch.device] = ("cpu", "cpu"),
-        **net_args: Any,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        # Left out, both take AlexNet's defaults: the paper's two-GPU net.
-        groups, one_gpu_half = net_args.get("groups", TOWERS), net_args.get("one_gpu_half", False)
+        hparams = AlexNetHParams.of(hparams, **overrides)
+        groups, one_gpu_half = hparams.groups, hparams.one_gpu_half
         if groups != TOWERS or one_gpu_half:
             raise ValueError(
                 f"SplitAlexNet: groups={groups}, one_gpu_half={one_gpu_half}; the two-device split needs "
@@ -135,7 +137,8 @@ class SplitAlexNet(nn.Module):
             )
         self.devices = tuple(torch.device(device) for device in devices)
         # The grouped net validates the arguments and draws the weights, so both layouts start identical.
-        grouped = AlexNet(num_classes, **net_args)
+        grouped = AlexNet(num_classes, hparams)
+        self.hparams = hparams
         self.arch = grouped.arch
         self.in_size = grouped.in_size
         self.towers = nn.ModuleList(_Tower(grouped, fc8_bias=index == 0) for index in range(TOWERS))
@@ -159,14 +162,6 @@ class SplitAlexNet(nn.Module):
         h = [tower.fc7_block(_gather(h, device)) for tower, device in pairs]
         partial_logits = [tower.fc8(own_half) for (tower, _), own_half in zip(pairs, h, strict=True)]
         return partial_logits[0] + _to(partial_logits[1], self.devices[0])
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
-        # Lightning (and users) call .to(root_device); the towers must stay on their own devices.
-        def keep_device(t: torch.Tensor) -> torch.Tensor:
-            converted = fn(t)
-            return converted if converted.device == t.device else converted.to(t.device)
-
-        return super()._apply(keep_device, recurse)
 
 
 def _split_dim(layer: str) -> int:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from data_prep.atomic_files import atomic_file  # noqa: E402
+from alexnet_common.atomic_files import atomic_file  # noqa: E402
 from pipeline.report.paper import BASELINE_EXPERIMENT, PaperChange, experiment_sort_key  # noqa: E402
 from pipeline.report.runs import TRAIN_EPOCH_TOP1, VAL_TOP1, TrainingRun, epoch_history  # noqa: E402
 from pipeline.report.table import AblationRow  # noqa: E402

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
-from pipeline.checkpoints import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
+from pipeline.checkpoints.files import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
 from pipeline.tracking import keys, store
 from pipeline.tracking.journal import JOURNAL_NAME, replay_journal
 from pipeline.tracking.outbox import BufferedMlflowLogger
@@ -107,12 +106,10 @@ def remove_stale_temporaries(ckpt_dir: Path) -> None:
 
 
 def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """The last step each metric of the run was logged at (steps a resumed job must not log again)."""
-    data = client.get_run(run_id).data
-    latest = getattr(data, "_metric_objs", None)  # the latest Metric of each key, with its step
-    if latest is not None:
-        return {metric.key: metric.step for metric in latest}
-    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in data.metrics}
+    """The last step each metric of the run was logged at (steps a resumed job must not log again): the
+    run's latest metrics as the store returns them, each with its step (one request, whatever the history)."""
+    latest = client.get_run(run_id).data.to_proto().metrics
+    return {metric.key: int(metric.step) for metric in latest}
 
 
 @dataclass(frozen=True)
@@ -217,7 +214,7 @@ class RunIdentity:
         os.environ[IDENTITY_ENV] = json.dumps({"run_id": run_id, "ckpt_path": str(self.ckpt_path or "")})
         return replace(self, run_id=run_id, floors=floors)
 
-    def logger(self, run_name: str, **timeouts: float) -> MLFlowLogger:
+    def logger(self, run_name: str, **timeouts: float) -> BufferedMlflowLogger:
         """The run's logger: asynchronous (``Outbox``), skipping the steps the run already holds; only the
         launching process sends. ``timeouts``: ``flush_timeout_s``, ``stop_flush_timeout_s``.
         Ranks an external launcher started have no run id yet (it arrives by broadcast) and never send."""

@@ -17,10 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlflow.data.dataset_source import DatasetSource
-from mlflow.data.dataset_source_registry import get_registered_sources
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -45,36 +42,20 @@ def prep_profile(root: str | Path) -> dict[str, Any]:
     return profile
 
 
-class PrepOutput(MetaDataset):
-    """A MetaDataset (metadata only: the shards stay where they are) with a profile."""
-
-    def __init__(self, profile: dict[str, Any], **kwargs: Any) -> None:
-        self._profile = profile
-        super().__init__(**kwargs)
-
-    @property
-    def profile(self) -> dict[str, Any]:
-        return self._profile
-
-    def to_dict(self) -> dict[str, str]:
-        return {**super().to_dict(), "profile": json.dumps(self._profile)}
+LOCAL_SOURCE_TYPE = "local"  # MLflow's dataset source type for a local folder (the UI shows its uri)
 
 
-def local_source(root: Path) -> DatasetSource:
-    """MLflow's source for a local folder (its type "local"; registered under two schemes, hence picked)."""
-    local = next(source for source in get_registered_sources() if source._get_source_type() == "local")
-    return local(str(root))
-
-
-def prep_dataset(root: str | Path) -> PrepOutput:
-    """The prep output at ``root`` as an ``mlflow.data`` dataset."""
+def prep_dataset(root: str | Path) -> Dataset:
+    """The prep output at ``root`` as an MLflow dataset entity: metadata only, the shards stay where they are
+    (no schema: the samples are JPEG files, described by the profile)."""
     root = Path(root).expanduser().resolve()
     profile = prep_profile(root)
-    return PrepOutput(
-        profile,
-        source=local_source(root),
+    return Dataset(
         name=root.name,
         digest=profile["manifest_sha256"][:DIGEST_CHARS],
+        source_type=LOCAL_SOURCE_TYPE,
+        source=json.dumps({"uri": str(root)}),
+        profile=json.dumps(profile),
     )
 
 
@@ -82,8 +63,8 @@ def log_prep_input(client: MlflowClient, run_id: str, root: str | Path) -> str:
     """Logs the prep output at ``root`` as the run's dataset input; returns the digest."""
     dataset = prep_dataset(root)
     context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=keys.DATASET_CONTEXT)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
-    client.set_tag(run_id, keys.TAG_DATA_MANIFEST_SHA256, dataset.profile["manifest_sha256"])
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
+    client.set_tag(run_id, keys.TAG_DATA_MANIFEST_SHA256, json.loads(dataset.profile)["manifest_sha256"])
     return dataset.digest
 
 

@@ -4,7 +4,7 @@ MLflow's own asynchronous logging (``synchronous=False``, ``MLFLOW_ENABLE_ASYNC_
 its HTTP retries are spent (about 4 minutes with the defaults: ``async_logging_queue.py`` logs "Failed to log
 run data" and moves on), so a longer tracking-server outage would lose metrics. ``Outbox`` keeps every write
 in order in memory and retries the head of the queue until the server takes it, however long the outage; the
-training loop only appends to the queue. ``BufferedMlflowLogger`` is Lightning's MLFlowLogger on top of it;
+training loop only appends to the queue. ``BufferedMlflowLogger`` is a Lightning logger on top of it;
 ``finalize`` waits for the queue to drain (``flush_timeout_s``) before the run's final status is set.
 """
 
@@ -13,18 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from argparse import Namespace
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.journal import MetricJournal
+from pipeline.tracking.store import flatten
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +139,17 @@ class Outbox:
         return True
 
 
-class BufferedMlflowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger for an existing run whose writes go through an ``Outbox``: ``log_metrics``
+class BufferedMlflowLogger(Logger):
+    """A Lightning logger for an existing MLflow run whose writes go through an ``Outbox``: ``log_metrics``
     returns at once; only the ``owner`` (the process that opened the run) sends anything. A metric is logged
     at most once per step, and not at or below ``floors[key]`` (steps a killed job already logged, which the
     resumed job recomputes).
     Metrics not sent yet are also in ``journal`` (``pipeline.tracking.journal``), for a job killed before it
     sends them. ``finalize`` drains the queue for at most ``flush_timeout_s`` at the end of a training
-    (``stop_flush_timeout_s`` when the job fails or stops for a requeue), then sets the status."""
+    (``stop_flush_timeout_s`` when the job fails or stops for a requeue), then sets the status.
+
+    Built on Lightning's public ``Logger`` base rather than its ``MLFlowLogger``: the run exists before the
+    trainer does (``RunIdentity``), so nothing of MLFlowLogger's run lookup or model logging is wanted."""
 
     def __init__(
         self,
@@ -158,23 +164,34 @@ class BufferedMlflowLogger(MLFlowLogger):
         flush_timeout_s: float = 600.0,
         stop_flush_timeout_s: float = 20.0,
     ) -> None:
-        super().__init__(
-            experiment_name=experiment_name,
-            run_name=run_name,
-            tracking_uri=tracking_uri,
-            run_id=run_id,
-            log_model=False,
-        )
-        self._initialized = True  # the run exists (RunIdentity made it): no lookups on the training path
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.run_id = run_id
         self.floors = dict(floors or {})
         self.flush_timeout_s = flush_timeout_s
         self.stop_flush_timeout_s = stop_flush_timeout_s
+        self.client = MlflowClient(tracking_uri)
         self.outbox: Outbox | None = None
         if owner:
             if run_id is None:
                 raise ValueError("the process that owns the MLflow run needs its run_id")
             journal_file = MetricJournal(journal, run_id) if journal is not None else None
-            self.outbox = Outbox(self._mlflow_client, run_id, journal=journal_file)
+            self.outbox = Outbox(self.client, run_id, journal=journal_file)
+
+    @property
+    def name(self) -> str:
+        return self.experiment_name
+
+    @property
+    def version(self) -> str:
+        return self.run_id or ""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MlflowClient:
+        return self.client
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -189,11 +206,9 @@ class BufferedMlflowLogger(MLFlowLogger):
             self.outbox.put("metrics", batch)
 
     @rank_zero_only
-    def log_hyperparams(self, params: Any) -> None:
-        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-
-        flat = _flatten_dict(_convert_params(params))
-        items = [Param(key, str(value)[:6000]) for key, value in flat.items()]
+    def log_hyperparams(self, params: Mapping[str, Any] | Namespace) -> None:
+        flat = flatten(vars(params) if isinstance(params, Namespace) else params)
+        items = [Param(key, str(value)[:6000]) for key, value in flat]
         for start in range(0, len(items), PARAMS_PER_REQUEST):
             if self.outbox is not None:
                 self.outbox.put("params", items[start : start + PARAMS_PER_REQUEST])
@@ -221,5 +236,5 @@ class BufferedMlflowLogger(MLFlowLogger):
                 self.run_id,
                 self.outbox.pending,
                 timeout,
-                self._tracking_uri,
+                self.tracking_uri,
             )

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import pipeline.data.datamodule as datamodule
 from pipeline.data import ShardDataModule
 from pipeline.data.transforms import TrainCrop
-from pipeline.throughput import DataWaitFraction
 from pipeline.tracking import keys
+from pipeline.training.throughput import DataWaitFraction
 
 CROP = 56  # crops of the fixtures' 64x64 images (conftest.py)
 STEP_S = 0.06
@@ -65,7 +65,7 @@ class SlowTrainCrop(TrainCrop):
 def test_a_slow_loader_raises_the_wait_fraction_and_says_what_to_change(
     uneven_shards, tmp_path, monkeypatch, caplog
 ):
-    with caplog.at_level(logging.WARNING, logger="pipeline.throughput"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.throughput"):
         fast = _wait_fraction(uneven_shards, tmp_path)
         assert "input-bound" not in caplog.text
         monkeypatch.setattr(datamodule, "TrainCrop", SlowTrainCrop)

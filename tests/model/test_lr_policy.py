@@ -8,9 +8,9 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.lr_policy import PlateauDrops
-from pipeline.module import AlexNetModule
 from pipeline.tracking import keys
+from pipeline.training.lr_policy import PlateauDrops
+from pipeline.training.module import AlexNetModule
 
 # Val top-1 error per epoch. With patience 2: epochs 2 and 3 bring no new best (0.8 stays the best), so the
 # rate drops at the end of epoch 3; 4 improves (0.7), 5 and 6 do not: the second drop after epoch 6; 7 and 8:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.synthetic import SyntheticDataModule
-from pipeline.module import AlexNetModule
+from pipeline.training.module import AlexNetModule
 
 TINY = {"num_classes": 10, "width": 0.125, "in_size": 67, "dropout": 0.0}
 
@@ -105,7 +105,7 @@ def test_compile_trains_and_logs_its_first_call_once(caplog) -> None:
     keys_before = list(module.state_dict())
     data = SyntheticDataModule(num_classes=10, train_samples=24, val_samples=8, crop_size=67, batch_size=8)
     trainer = _quiet_trainer(precision="bf16-mixed", limit_val_batches=1)
-    with caplog.at_level(logging.INFO, logger="pipeline.module"):
+    with caplog.at_level(logging.INFO, logger="pipeline.training.module"):
         trainer.fit(module, datamodule=data)
     assert trainer.global_step == 3 and torch.isfinite(torch.tensor(trainer.callback_metrics["val/loss"]))
     messages = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]

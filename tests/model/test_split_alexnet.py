@@ -208,7 +208,7 @@ def test_moving_the_module_keeps_towers_in_place_and_converts_dtypes() -> None:
 
 
 class Classifier(L.LightningModule):
-    """The smallest LightningModule holding a model as ``self.model``, as pipeline.module does."""
+    """The smallest LightningModule holding a model as ``self.model``, as pipeline.training.module does."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -1,5 +1,5 @@
-"""The paper's 10-crop test at the end of every training job (pipeline.final_eval), the 10 crops checked by
-hand on a tiny net, and the run's data lineage."""
+"""The paper's 10-crop test at the end of every training job (pipeline.training.final_eval), the 10 crops
+checked by hand on a tiny net, and the run's data lineage."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 from train_helpers import compose_train, runs_of, shard_overrides, train_cli
 
 from pipeline.data import ShardDataModule
-from pipeline.evaluate import evaluate, tencrop_probabilities
-from pipeline.final_eval import FinalEvaluation
-from pipeline.module import AlexNetModule
 from pipeline.train import train
+from pipeline.training.evaluation import evaluate, tencrop_probabilities
+from pipeline.training.final_eval import FinalEvaluation
+from pipeline.training.module import AlexNetModule
 
 SIDE, CROP = 6, 4
 # The ten crops of a 6x6 image at 4x4, as (row, col) in the ORIGINAL image of the crop's top-left, top-right

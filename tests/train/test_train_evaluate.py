@@ -8,9 +8,10 @@ from lightning.pytorch import Trainer
 from train_helpers import compose_train, runs_of, shard_overrides
 
 from pipeline.data import ShardDataModule
-from pipeline.evaluate import _data_config_of, eval_datamodule, evaluate, main
-from pipeline.module import AlexNetModule
+from pipeline.evaluate import _data_config_of, main
 from pipeline.train import train
+from pipeline.training.evaluation import eval_datamodule, evaluate
+from pipeline.training.module import AlexNetModule
 
 EVAL_KEYS = {
     "eval/center_top1_error",

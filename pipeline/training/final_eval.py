@@ -1,5 +1,5 @@
 """The paper's test protocol at the end of every training job: the final weights (or the best checkpoint's)
-on the whole val split, one centre crop and the 10 crops with the softmax averaged (``pipeline.evaluate``),
+on the whole val split, one centre crop and the 10 crops with the softmax averaged (``training.evaluation``),
 logged into the job's MLflow run as ``eval/{center,tencrop}_top{1,5}_error`` and ``eval/images``, with the
 tag ``eval_weights`` naming the weights.
 
@@ -15,13 +15,12 @@ import logging
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 
-from pipeline.callbacks import set_run_tag
-from pipeline.checkpoints import load_checkpoint
+from pipeline.checkpoints.files import load_checkpoint
 from pipeline.data import ShardDataModule
-from pipeline.evaluate import evaluate
 from pipeline.tracking import keys
+from pipeline.tracking.writer import set_run_tag
+from pipeline.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +92,5 @@ class FinalEvaluation(Callback):
         logged = {**metrics, keys.EPOCH: float(epoch)}
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)  # rank 0 only (Lightning's loggers)
-            if isinstance(logger, MLFlowLogger) and trainer.is_global_zero:
-                set_run_tag(logger, keys.TAG_EVAL_WEIGHTS, self.weights)  # through the outbox: never blocks
+        if trainer.is_global_zero:
+            set_run_tag(trainer, keys.TAG_EVAL_WEIGHTS, self.weights)  # through the outbox: never blocks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -19,26 +20,30 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from pipeline.lr_policy import PlateauDrops
-from pipeline.models import AlexNet, SplitAlexNet
+from pipeline.models import AlexNet, AlexNetHParams, SplitAlexNet
 from pipeline.models.cpu_memory import reuse_freed_memory
 from pipeline.tracking import keys
+from pipeline.training.lr_policy import PlateauDrops
 
 log = logging.getLogger(__name__)
 
 
 def build_net(
-    num_classes: int, net_args: dict[str, Any], *, init_std: float | None, split_devices: Sequence[str] | None
+    num_classes: int,
+    hparams: AlexNetHParams,
+    *,
+    init_std: float | None,
+    split_devices: Sequence[str] | None,
 ) -> nn.Module:
     """The grouped AlexNet, or the same weights split over two devices (drawn once, on the grouped layout)."""
-    grouped = AlexNet(num_classes, **net_args)
+    grouped = AlexNet(num_classes, hparams)
     if init_std is not None:
         for layer in grouped.modules():
             if isinstance(layer, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(layer.weight, mean=0.0, std=init_std)
     if split_devices is None:
         return grouped
-    split = SplitAlexNet(num_classes, devices=tuple(split_devices), **net_args)
+    split = SplitAlexNet(num_classes, hparams, devices=tuple(split_devices))
     split.load_state_dict(grouped.state_dict())
     return split
 
@@ -47,7 +52,10 @@ class AlexNetModule(LightningModule):
     """AlexNet trained as in the paper.
 
     Args:
-        num_classes, width, lrn, pool, dropout, groups, one_gpu_half, in_size, bias_init: as ``AlexNet``.
+        num_classes: fc8 outputs.
+        **net: the net's hyperparameters, the fields of ``pipeline.models.AlexNetHParams`` (width, lrn, pool,
+            dropout, groups, one_gpu_half, in_size, bias_init); left out, the paper's. Flat keywords, so that
+            the config (``model.lrn=false``) and the checkpoint's hparams read as they always have.
         init_std: redraw every conv/fc weight from N(0, init_std); None keeps the paper's N(0, 0.01).
             Narrow demo nets want about 0.01 / sqrt(width): the paper's 0.01 at full width keeps a signal
             through eight layers, while at width 1/8 it shrinks ~3x more per layer and the loss stalls at
@@ -60,7 +68,7 @@ class AlexNetModule(LightningModule):
             training and the first validation step each pay the compilation, logged once each.
         lr, momentum, weight_decay: SGD (the paper: 0.01, 0.9, 5e-4).
         decay_biases: weight decay on biases too (the paper's update rule does; Caffe's recipe does not).
-        lr_factor, lr_patience, max_lr_drops: the paper's policy (``pipeline.lr_policy.PlateauDrops``): lr x
+        lr_factor, lr_patience, max_lr_drops: the paper's policy (``training.lr_policy.PlateauDrops``): lr x
             ``lr_factor`` on the ``lr_patience``-th epoch in a row without a new best val top-1 error, at most
             ``max_lr_drops`` times; the next plateau ends training (the paper: /10, three times, then stop).
     """
@@ -69,14 +77,6 @@ class AlexNetModule(LightningModule):
         self,
         num_classes: int,
         *,
-        width: float = 1.0,
-        lrn: bool = True,
-        pool: str = "overlap",
-        dropout: float = 0.5,
-        groups: int = 2,
-        one_gpu_half: bool = False,
-        in_size: int = 227,
-        bias_init: float = 1.0,
         init_std: float | None = None,
         split_devices: Sequence[str] | None = None,
         channels_last: bool = False,
@@ -88,8 +88,10 @@ class AlexNetModule(LightningModule):
         lr_factor: float = 0.1,
         lr_patience: int = 5,
         max_lr_drops: int = 3,
+        **net: Any,
     ) -> None:
         super().__init__()
+        self.net_hparams = AlexNetHParams.of(**net)
         if split_devices is not None:
             split_devices = [str(device) for device in split_devices]
             if compile:
@@ -98,17 +100,9 @@ class AlexNetModule(LightningModule):
                     "supported (untested across two GPUs); use one or the other"
                 )
         self.save_hyperparameters()
-        net_args: dict[str, Any] = dict(
-            width=width,
-            lrn=lrn,
-            pool=pool,
-            dropout=dropout,
-            groups=groups,
-            one_gpu_half=one_gpu_half,
-            in_size=in_size,
-            bias_init=bias_init,
-        )
-        self.net = build_net(num_classes, net_args, init_std=init_std, split_devices=split_devices)
+        # every net hyperparameter in the checkpoint, defaults included: the checkpoint alone rebuilds the net
+        self.hparams.update(asdict(self.net_hparams))
+        self.net = build_net(num_classes, self.net_hparams, init_std=init_std, split_devices=split_devices)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         if compile:
@@ -212,6 +206,7 @@ class AlexNetModule(LightningModule):
             "lr_scheduler": {
                 "scheduler": scheduler,
                 "monitor": keys.VAL_TOP1,
+                "reduce_on_plateau": True,  # Lightning hands it the monitored value (lr_scheduler_step)
                 "interval": "epoch",
                 "frequency": 1,
                 "strict": False,  # without validation (limit_val_batches=0) the lr just stays, with a warning

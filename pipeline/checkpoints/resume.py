@@ -52,31 +52,35 @@ def _set_torch_rng(row: torch.Tensor) -> None:
 def _metrics(module: LightningModule) -> list[Metric]:
     """The module's torchmetrics whose states are all tensors (list states cannot be restored here)."""
     found = [m for m in module.modules() if isinstance(m, Metric)]
-    return [m for m in found if all(isinstance(getattr(m, name), torch.Tensor) for name in m._defaults)]
+    return [m for m in found if all(isinstance(state, torch.Tensor) for state in m.metric_state.values())]
 
 
 def _metric_row(module: LightningModule) -> torch.Tensor:
+    """Every metric's states (by name) and its update count, one float64 row (the layout since the first
+    release: checkpoints written before stay readable)."""
     parts = []
     for metric in _metrics(module):
-        parts += [
-            getattr(metric, name).detach().double().flatten().cpu() for name in sorted(metric._defaults)
-        ]
-        parts.append(torch.tensor([float(metric._update_count)], dtype=torch.float64))
+        states = metric.metric_state
+        parts += [states[name].detach().double().flatten().cpu() for name in sorted(states)]
+        parts.append(torch.tensor([float(metric.update_count)], dtype=torch.float64))
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
 
 def _set_metrics(module: LightningModule, row: torch.Tensor) -> None:
+    """Puts ``row``'s states back: each metric reset, then the saved state merged into the empty one (the
+    sum of nothing and the saved counts). The update count is not restored (no public setter): it only
+    silences compute()'s "called before update" warning, and every resumed epoch updates before computing."""
     position = 0
     for metric in _metrics(module):
-        for name in sorted(metric._defaults):
-            current = getattr(metric, name)
+        metric.reset()
+        saved = {}
+        for name, current in sorted(metric.metric_state.items()):
             size = current.numel()
             value = row[position : position + size].reshape(current.shape).to(current.dtype)
-            setattr(metric, name, value.to(current.device))
+            saved[name] = value.to(current.device)
             position += size
-        metric._update_count = int(row[position])
-        metric._computed = None
-        position += 1
+        metric.merge_state(saved)
+        position += 1  # the update count
 
 
 class ResumeState(Callback):

@@ -20,6 +20,10 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+# The files of a job's ckpt_dir, named here once: the callbacks write them, RunIdentity resumes them.
+LAST_STEM = "last"  # what a requeued or restarted job resumes: every epoch's end, periodically, on SIGTERM
+LAST_NAME = f"{LAST_STEM}.ckpt"
+BEST_STEM = "best-epoch{epoch:03d}"  # ModelCheckpoint's filename pattern for the best val/top1_error
 PREVIOUS_SUFFIX = ".prev"
 TEMPORARY_MARK = ".tmp-"
 # Types a Lightning checkpoint of this project may hold beyond tensors and primitives: none today (hparams
@@ -78,7 +82,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it holds objects beyond tensors and plain values, which loading could "
             f"execute ({why}). Load only checkpoints you trust; a type this project needs belongs in "
-            "pipeline.checkpoints.SAFE_GLOBALS"
+            "pipeline.checkpoints.files.SAFE_GLOBALS"
         ) from error
 
 

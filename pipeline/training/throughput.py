@@ -1,4 +1,8 @@
-"""Is a run input-bound? The share of step time spent waiting for the next batch, and the machine's load.
+"""How fast a run trains, and is it input-bound? Images per second, and the share of step time spent waiting
+for the next batch (the machine's load is MLflow's system metrics: ``pipeline.tracking.system_metrics``).
+
+``ImagesPerSecond`` logs ``throughput/images_per_s``: training images per second over all ranks, averaged over
+each logging window, data loading included (the rate a user actually gets).
 
 ``DataWaitFraction`` logs ``throughput/data_wait_fraction`` once per epoch: of the host's wall time between
 the first batch request and the last training step of the epoch, the share spent between steps, i.e. waiting
@@ -7,12 +11,6 @@ Lightning's per-step bookkeeping (logging, step checkpoints). Validation is not 
 it logs one line saying what to change. On a GPU the launched work queued ahead can hide short waits, so the
 fraction is an upper bound on the GPU's idle time from input; ``system/gpu_0_utilization_percentage``
 confirms.
-
-``SystemMetrics`` starts MLflow's system-metrics monitor for the run on global rank 0 (MlflowClient runs,
-which the pipeline's MLFlowLogger writes to, do not start it themselves): CPU and memory
-(``system/cpu_utilization_percentage``, ``system/system_memory_usage_percentage``), disk and network, and per
-GPU ``system/gpu_<i>_utilization_percentage`` and ``system/gpu_<i>_memory_usage_percentage`` where NVML
-(``nvidia-ml-py``) finds GPUs.
 """
 
 from __future__ import annotations
@@ -24,11 +22,37 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import MLFlowLogger
 
 from pipeline.tracking import keys
 
 log = logging.getLogger(__name__)
+
+
+class ImagesPerSecond(Callback):
+    """Logs ``throughput/images_per_s``: training images per second over all ranks, averaged over each logging
+    window of ``trainer.log_every_n_steps`` steps, data loading included (the rate a user actually gets)."""
+
+    KEY = keys.IMAGES_PER_S
+
+    def __init__(self) -> None:
+        self._window_start: float | None = None
+        self._window_images = 0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._window_start = time.perf_counter()  # validation between epochs is not training throughput
+        self._window_images = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._window_images += int(batch[1].shape[0]) * trainer.world_size
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) != 0 or self._window_start is None:
+            return
+        elapsed = time.perf_counter() - self._window_start
+        if elapsed > 0:
+            pl_module.log(self.KEY, self._window_images / elapsed, on_step=True, on_epoch=False)
+        self._window_start = time.perf_counter()
+        self._window_images = 0
 
 
 class DataWaitFraction(Callback):
@@ -102,37 +126,3 @@ def input_bound_advice(trainer: Trainer, fraction: float, images_per_s: float) -
             f"{workers}) if they fall behind, else the decode itself is the limit (docs/cluster.md)."
         )
     return f"{head}. Raise data.num_workers (now {workers}) (docs/cluster.md)."
-
-
-class SystemMetrics(Callback):
-    """MLflow's system metrics for the run, sampled every ``interval_s`` seconds by a thread on global rank 0;
-    ``interval_s`` 0 or None: off. ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval."""
-
-    def __init__(self, interval_s: float | None = 10.0) -> None:
-        self.interval_s = interval_s
-        self._monitor: Any = None
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
-        if not self.interval_s or not trainer.is_global_zero or logger is None or logger.run_id is None:
-            return
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        self._monitor = SystemMetricsMonitor(
-            logger.run_id,
-            sampling_interval=self.interval_s,
-            resume_logging=True,  # a resumed run continues its system/* steps
-            tracking_uri=logger.experiment.tracking_uri,
-        )
-        self._monitor.start()
-
-    def _stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._stop()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._stop()
