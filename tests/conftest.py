@@ -20,8 +20,9 @@ from data_prep.fake import make_fake_imagenet
 from data_prep.manifest import load_manifest
 from data_prep.prep import run_prep
 from data_prep.verify import verify_shards
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.helpers.fixtures"]  # one thread per process, the session's sqlite store
 
 
 def _data_prep_hash() -> str:

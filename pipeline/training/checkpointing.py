@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.checkpoints.files import BEST_STEM, LAST_NAME, LAST_STEM
 from pipeline.tracking import keys
-from pipeline.tracking.writer import log_artifact, set_run_tag
+from pipeline.tracking.writer import run_writer
 from pipeline.training.lightning_internals import log_step_metrics_now, stop_after_this_step
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,13 @@ class BestCheckpointArtifact(Callback):
     """At the end of training, logs the best checkpoint (by the ModelCheckpoint's monitor) into the run."""
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if not trainer.is_global_zero or not isinstance(checkpoint, ModelCheckpoint):
+        checkpoint, writer = trainer.checkpoint_callback, run_writer(trainer)
+        if not trainer.is_global_zero or writer is None or not isinstance(checkpoint, ModelCheckpoint):
             return
         best = checkpoint.best_model_path
-        if best and Path(best).is_file() and log_artifact(trainer, best, keys.ARTIFACT_CHECKPOINTS):
-            set_run_tag(trainer, keys.TAG_BEST_CHECKPOINT, best)
+        if best and Path(best).is_file():
+            writer.log_artifact(best, keys.ARTIFACT_CHECKPOINTS)
+            writer.set_tag(keys.TAG_BEST_CHECKPOINT, best)
 
 
 class CheckpointOnSigterm(Callback):

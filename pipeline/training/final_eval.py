@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from pipeline.checkpoints.files import load_checkpoint
 from pipeline.data import ShardDataModule
 from pipeline.tracking import keys
-from pipeline.tracking.writer import set_run_tag
+from pipeline.tracking.writer import run_writer
 from pipeline.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -92,5 +92,5 @@ class FinalEvaluation(Callback):
         logged = {**metrics, keys.EPOCH: float(epoch)}
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)  # rank 0 only (Lightning's loggers)
-        if trainer.is_global_zero:
-            set_run_tag(trainer, keys.TAG_EVAL_WEIGHTS, self.weights)  # through the outbox: never blocks
+        if trainer.is_global_zero and (writer := run_writer(trainer)) is not None:
+            writer.set_tag(keys.TAG_EVAL_WEIGHTS, self.weights)  # through the outbox: never blocks

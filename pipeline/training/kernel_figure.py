@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torchvision.utils import make_grid, save_image
 
 from pipeline.tracking import keys
-from pipeline.tracking.writer import log_artifact
+from pipeline.tracking.writer import run_writer
 
 TILE_SCALE = 4
 
@@ -39,4 +39,5 @@ class Conv1KernelFigure(Callback):
             return
         weight = pl_module.net.state_dict()["conv1.weight"]  # the split net's state_dict merges its towers
         path = conv1_kernel_figure(weight, self.out_dir / "conv1_kernels.png")
-        log_artifact(trainer, str(path), keys.ARTIFACT_FIGURES)
+        if (writer := run_writer(trainer)) is not None:
+            writer.log_artifact(str(path), keys.ARTIFACT_FIGURES)

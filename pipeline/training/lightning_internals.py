@@ -1,6 +1,6 @@
 """The two places where the training loop needs Lightning beyond its public API, kept here and nowhere else.
 
-Checked against lightning 2.6.6 (the version ``pyproject.toml`` admits); ``tests/training/
+Checked against lightning 2.6.6 (the version ``pyproject.toml`` admits); ``tests/train/
 test_lightning_internals.py`` fails loudly if either attribute is gone or changes meaning after an upgrade.
 
 - ``stop_after_this_step``: Lightning has no public way to stop *every rank at the same step* with an

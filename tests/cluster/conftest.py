@@ -22,7 +22,9 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+from pipeline.tracking import keys
+from tests.helpers.paths import REPO
+
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 START_TIMEOUT_S = 240  # includes apt-get install on a fresh CI machine
 # Small and CPU-only; log every step so steps can be counted.
@@ -177,7 +179,7 @@ def mlflow_runs(tracking_uri: str) -> list[Run]:
     return client.search_runs(experiments)
 
 
-def logged_steps(tracking_uri: str, run_id: str, key: str = "train/loss") -> list[int]:
+def logged_steps(tracking_uri: str, run_id: str, key: str = keys.TRAIN_LOSS) -> list[int]:
     return sorted(metric.step for metric in MlflowClient(tracking_uri).get_metric_history(run_id, key))
 
 

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline.tracking import keys
 from tests.cluster.conftest import REPO, logged_steps, mlflow_runs
 
 pytestmark = pytest.mark.slow
@@ -190,7 +191,7 @@ def test_demo_prep_and_training_run_in_the_image_as_non_root(
     assert run.info.status == "FINISHED"
     assert run.data.tags["host"] == HOSTNAME  # made inside the container, landed in the host's store
     assert logged_steps(tracking_uri, run.info.run_id) == [0, 1, 2]
-    assert "val/top1_error" in MlflowClient(tracking_uri).get_run(run.info.run_id).data.metrics
+    assert keys.VAL_TOP1 in MlflowClient(tracking_uri).get_run(run.info.run_id).data.metrics
     # Written by the image's user, not by root.
     assert (store / "mlflow.db").stat().st_uid == uid
     assert (workspace / "run" / "checkpoints" / "last.ckpt").stat().st_uid == uid

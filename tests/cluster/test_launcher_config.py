@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from tests.helpers.paths import CONF_DIR
 
 
 def _launcher(*overrides: str) -> DictConfig:

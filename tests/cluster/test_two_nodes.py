@@ -15,6 +15,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import keys
 from tests.cluster.conftest import (
     CPU_RUN,
     LocalSlurm,
@@ -25,7 +26,7 @@ from tests.cluster.conftest import (
     requeue_demo_after_first_checkpoint,
     submit_and_wait,
 )
-from tests.train.train_helpers import SYNTHETIC, train_cli
+from tests.helpers.training import SYNTHETIC, train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_two_node_job_matches_one_process(two_node_slurm: LocalSlurm, tmp_path: 
     assert "global rank 0 of 2 on node node1" in rank0
     assert "global rank 1 of 2 on node node2" in rank1
 
-    losses = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "train/loss")
+    losses = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, keys.TRAIN_LOSS)
     assert len({metric.value for metric in losses}) > 1  # it trained
 
     two_nodes = _weights(sweep_dir / "0_baseline-seed0" / "checkpoints" / "last.ckpt")

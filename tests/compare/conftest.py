@@ -1,4 +1,4 @@
-"""The session's study of real trainings (see compare_helpers), shared by every compare test."""
+"""The session's study of real trainings (see tests.helpers.compare_study), shared by every compare test."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from compare_helpers import (
+
+from pipeline.train import train
+from tests.helpers.compare_study import (
     EXPERIMENT_NAME,
     OTHER_STUDY,
     STUDY,
     TrainedStudy,
-    compose_train,
     run_sweep,
     tiny_overrides,
 )
-
-from pipeline.train import train
+from tests.helpers.training import compose_train
 
 
 @pytest.fixture(scope="session")

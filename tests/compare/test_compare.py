@@ -14,7 +14,6 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from compare_helpers import OTHER_STUDY, REPO_ROOT, TrainedStudy
 
 from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
 from pipeline.report.figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
@@ -22,6 +21,9 @@ from pipeline.report.formats import signed
 from pipeline.report.runs import epoch_history
 from pipeline.report.stats import welch_interval
 from pipeline.report.ui_link import SHARED_VIEW_TAG_PREFIX
+from pipeline.tracking import keys
+from tests.helpers.compare_study import OTHER_STUDY, TrainedStudy
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.slow  # the shared study takes about a minute of real training
 
@@ -87,8 +89,8 @@ def test_without_a_study_every_experiment_is_grouped(trained_study: TrainedStudy
 def test_mean_std_and_change_are_those_of_the_runs(trained_study: TrainedStudy, tmp_path: Path):
     rows = {row.experiment: row for row in study_table(trained_study, tmp_path).rows}
     for column, key in (
-        ("top1_tencrop", "eval/tencrop_top1_error"),
-        ("top5_center", "eval/center_top5_error"),
+        ("top1_tencrop", keys.TENCROP_TOP1),
+        ("top5_center", keys.CENTER_TOP5),
     ):
         baseline = final_errors(trained_study, ["baseline-seed1", "baseline-seed2"], key)
         no_lrn = final_errors(trained_study, ["no_lrn-seed1", "no_lrn-seed2"], key)
@@ -119,8 +121,8 @@ def test_the_centre_crop_of_the_final_eval_is_the_last_validation(trained_study:
     for run in trained_study.runs().values():
         if run.info.status == "FINISHED":
             metrics = run.data.metrics
-            assert metrics["eval/center_top1_error"] == pytest.approx(metrics["val/top1_error"])
-            assert metrics["eval/images"] == 359
+            assert metrics[keys.CENTER_TOP1] == pytest.approx(metrics[keys.VAL_TOP1])
+            assert metrics[keys.EVAL_IMAGES] == 359
 
 
 def test_markdown_and_csv_hold_the_table(trained_study: TrainedStudy, tmp_path: Path):
@@ -205,7 +207,7 @@ def test_cli_rich_table_in_a_subprocess(trained_study: TrainedStudy, tmp_path: P
         [sys.executable, "-m", "pipeline.compare", f"tracking_uri={trained_study.tracking_uri}",
          f"experiment={trained_study.experiment_name}", f"study={trained_study.study}",
          f"out={tmp_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=cli_env(),
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=cli_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "no_lrn" in done.stdout and "paper +1.4" in done.stdout and "paper 40.7" in done.stdout
@@ -228,6 +230,6 @@ def test_unknown_study_is_a_clear_error(trained_study: TrainedStudy, tmp_path: P
 def test_epoch_curves_follow_the_runs_metric_history(trained_study: TrainedStudy):
     client = trained_study.client()
     run_id = trained_study.runs()["baseline-seed1"].info.run_id
-    logged = sorted(client.get_metric_history(run_id, "val/top1_error"), key=lambda metric: metric.step)
-    history = epoch_history(client, run_id, "val/top1_error")
+    logged = sorted(client.get_metric_history(run_id, keys.VAL_TOP1), key=lambda metric: metric.step)
+    history = epoch_history(client, run_id, keys.VAL_TOP1)
     assert history == [(0, logged[0].value), (1, logged[1].value)]  # two epochs, by Lightning's 0-based count

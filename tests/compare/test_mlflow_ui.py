@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from compare_helpers import compose_train, tiny_overrides
-from headless_chromium import HeadlessChromium, find_chromium
-from mlflow_server import mlflow_server
 
 from pipeline.compare import compare
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.compare_study import tiny_overrides
+from tests.helpers.headless_chromium import HeadlessChromium, find_chromium
+from tests.helpers.mlflow_server import mlflow_server
+from tests.helpers.training import compose_train
 
 pytestmark = pytest.mark.slow
 
@@ -89,5 +91,5 @@ def test_compare_link_opens_the_study_curves_grouped_by_experiment(demo_shards: 
             # plotly draws the curves after the legend is in the page: wait for them, as a user would
             chart = browser.wait_for(VAL_CHART_JS, lambda chart: chart and chart["lines"] >= 2, timeout_s=60)
     assert chart is not None, "no val/top1_error chart"
-    assert chart["cards"] == ["val/top1_error", "val/top5_error"]  # the view's chart filter: val/top
+    assert chart["cards"] == [keys.VAL_TOP1, keys.VAL_TOP5]  # the view's chart filter: val/top
     assert chart["lines"] >= 2  # one curve per experiment (the seeds averaged), drawn

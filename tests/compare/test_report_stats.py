@@ -4,7 +4,6 @@ numbers (exact, a bound, not given) against an interval, and too few seeds flagg
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from scipy import stats as scipy_stats
@@ -20,8 +19,10 @@ from pipeline.report.paper import (
 from pipeline.report.runs import TrainingRun
 from pipeline.report.stats import summarize, welch_interval
 from pipeline.report.table import build_rows
+from pipeline.tracking import keys
+from tests.helpers.paths import CONF_DIR
 
-CONF_EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+CONF_EXPERIMENTS = CONF_DIR / "experiment"
 
 
 def test_welch_interval_matches_the_textbook_computation_with_equal_sizes():
@@ -93,10 +94,10 @@ def test_paper_covers_every_shipped_experiment():
 def fake_run(experiment: str, seed: int, tencrop_top1: float, digest: str = "d1") -> TrainingRun:
     """A finished, evaluated run: 10-crop top-1 as given (a fraction), the other errors derived from it."""
     metrics = {
-        "eval/tencrop_top1_error": tencrop_top1,
-        "eval/tencrop_top5_error": tencrop_top1 / 2,
-        "eval/center_top1_error": tencrop_top1 + 0.01,
-        "eval/center_top5_error": tencrop_top1 / 2 + 0.01,
+        keys.TENCROP_TOP1: tencrop_top1,
+        keys.TENCROP_TOP5: tencrop_top1 / 2,
+        keys.CENTER_TOP1: tencrop_top1 + 0.01,
+        keys.CENTER_TOP5: tencrop_top1 / 2 + 0.01,
     }
     return TrainingRun(
         run_id=f"{experiment}-{seed}", run_name=f"{experiment}-seed{seed}", experiment=experiment,

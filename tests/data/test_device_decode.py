@@ -18,6 +18,7 @@ from PIL import Image
 from data_prep.prep import run_prep
 from pipeline.data import ShardDataModule
 from pipeline.data.device_decode import DeviceDecode, JpegBatch, jpeg_size
+from tests.helpers.label_recorder import LabelRecorder, fit_recorder
 
 CROP = 56  # crops of the data fixtures' 64x64 images (conftest.py)
 BATCH = 4
@@ -233,12 +234,10 @@ def test_a_lightning_fit_decodes_on_the_device_and_normalises_after(uneven_shard
     """Under a Trainer the JPEG batch passes transfer_batch_to_device, on_after_batch_transfer decodes it: the
     module sees float batches, PCA lighting in training, exact mean subtraction in validation; the epochs'
     labels are those of the worker path for the trainer's epochs."""
-    from test_datamodule_lightning import LabelRecorder, _fit
-
     settings = {"batch_size": BATCH, "num_workers": 1, "crop_size": CROP, "shuffle_buffer": 16}
     dm = ShardDataModule(uneven_shards, decode="device", **settings)
     module = LabelRecorder(dm.num_classes)
-    _fit(tmp_path, module, dm)
+    fit_recorder(tmp_path, module, dm)
     reference = ShardDataModule(uneven_shards, **settings | {"num_workers": 0}).train_dataloader()
     for epoch in (0, 1):
         train = [r for r in module.records if r["stage"] == "train" and r["epoch"] == epoch]

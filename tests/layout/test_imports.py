@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
+
 PROJECT_PACKAGES = ("pipeline", "data_prep", "alexnet_common")
 
 # module prefix -> the project modules it may import (prefix match); anything outside the project is free,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import REPO
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 
-REPO = Path(__file__).resolve().parents[2]
 CHECK = textwrap.dedent(
     """
     import ctypes

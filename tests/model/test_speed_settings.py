@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.synthetic import SyntheticDataModule
+from pipeline.tracking import keys
 from pipeline.training.module import AlexNetModule
 
 TINY = {"num_classes": 10, "width": 0.125, "in_size": 67, "dropout": 0.0}
@@ -107,7 +108,7 @@ def test_compile_trains_and_logs_its_first_call_once(caplog) -> None:
     trainer = _quiet_trainer(precision="bf16-mixed", limit_val_batches=1)
     with caplog.at_level(logging.INFO, logger="pipeline.training.module"):
         trainer.fit(module, datamodule=data)
-    assert trainer.global_step == 3 and torch.isfinite(torch.tensor(trainer.callback_metrics["val/loss"]))
+    assert trainer.global_step == 3 and torch.isfinite(torch.tensor(trainer.callback_metrics[keys.VAL_LOSS]))
     messages = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(messages) == 2, messages  # once for the first train step, once for the first val step
     assert messages[0].startswith("torch.compile: the first train step took")

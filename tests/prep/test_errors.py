@@ -11,8 +11,6 @@ import pytest
 from data_prep.fake import make_fake_imagenet
 from data_prep.prep import run_prep
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:

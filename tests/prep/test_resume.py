@@ -14,8 +14,7 @@ import pytest
 
 from data_prep.fake import make_fake_imagenet
 from data_prep.prep import run_prep
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture(scope="module")

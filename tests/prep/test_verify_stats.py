@@ -18,8 +18,7 @@ from data_prep.shards import STATS_STRIDE
 from data_prep.stats import PixelSums, finalize
 from data_prep.verify import main as verify_main
 from data_prep.verify import verify_shards
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 def test_verify_passes_clean_output_and_names_a_flipped_byte(

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-# the training tests' helpers (compose_train, shard_overrides, ...) and the faults injected into jobs
-sys.path[:0] = [str(HERE.parent / "train"), str(HERE)]
+from tests.helpers.resume import job_overrides, loss_curve
+from tests.helpers.training import compose_train
 
-# one thread per process and one sqlite store per session, as for the training tests
-from shared_fixtures import mlflow_uri, one_thread_per_test_process  # noqa: E402, F401 (found by name)
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread(one_thread_per_test_process: None) -> None:
+    """One thread per process, as for the training tests (tests.helpers.fixtures)."""
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The uninterrupted job of ``resume_helpers.job_overrides``: its run, loss curve, final weights, and a
-    copy of every checkpoint it wrote (``<global step>.ckpt``)."""
+    """The uninterrupted job of ``tests.helpers.resume.job_overrides``: its run, loss curve, final weights,
+    and a copy of every checkpoint it wrote (``<global step>.ckpt``)."""
 
     uri: str
     run_id: str
@@ -30,15 +30,12 @@ class Reference:
 
 @pytest.fixture(scope="session")
 def reference(demo_shards, tmp_path_factory) -> Reference:
-    from resume_helpers import job_overrides, loss_curve
-    from train_helpers import compose_train
-
     from pipeline.train import train
 
     root = tmp_path_factory.mktemp("reference")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     archive = [
-        "+callbacks.archive._target_=faults.ArchiveCheckpoints",
+        "+callbacks.archive._target_=tests.helpers.faults.ArchiveCheckpoints",
         f"+callbacks.archive.ckpt_dir={root / 'out' / 'checkpoints'}",
         f"+callbacks.archive.archive={root / 'archive'}",
     ]

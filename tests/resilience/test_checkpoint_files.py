@@ -9,11 +9,11 @@ import time
 
 import pytest
 import torch
-from train_helpers import compose_train
 
 from pipeline.checkpoints import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint, save_atomically
 from pipeline.tracking.identity import RunIdentity, newest_checkpoint
 from pipeline.train import train
+from tests.helpers.training import compose_train
 
 
 def _checkpoint(step: int) -> dict:

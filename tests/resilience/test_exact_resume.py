@@ -10,7 +10,10 @@ import shutil
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
-from resume_helpers import (
+
+from pipeline.checkpoints import load_checkpoint
+from pipeline.train import train
+from tests.helpers.resume import (
     EPOCHS,
     STEPS_PER_EPOCH,
     assert_same_curve,
@@ -20,16 +23,13 @@ from resume_helpers import (
     job_overrides,
     loss_curve,
 )
-from train_helpers import compose_train, runs_of
-
-from pipeline.checkpoints import load_checkpoint
-from pipeline.train import train
+from tests.helpers.training import compose_train, runs_of
 
 STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
 def _stop_at(step: int) -> list[str]:
-    return ["+callbacks.fault._target_=faults.SignalAtStep", f"+callbacks.fault.step={step}"]
+    return ["+callbacks.fault._target_=tests.helpers.faults.SignalAtStep", f"+callbacks.fault.step={step}"]
 
 
 def test_sigterm_at_a_random_step_resumes_every_step_exactly(demo_shards, tmp_path, mlflow_uri, reference):

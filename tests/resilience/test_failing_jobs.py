@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from resume_helpers import REPO, job_overrides
-from train_helpers import runs_of
 
 from pipeline.checkpoints import load_checkpoint
+from tests.helpers.paths import REPO
+from tests.helpers.resume import job_overrides
+from tests.helpers.training import runs_of
 
 EXIT_BOUND_S = 10.0
 
@@ -58,7 +59,7 @@ class Job:
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = {
             **os.environ,
-            "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}",
+            "PYTHONPATH": str(REPO),
             "OMP_NUM_THREADS": "1",
         }
         command = [sys.executable, "-m", "pipeline.train", *args, f"hydra.run.dir={cwd / 'hydra'}"]
@@ -127,7 +128,7 @@ def test_a_fault_in_a_loader_worker_ends_the_job_in_seconds(demo_shards, tmp_pat
 
 
 def test_a_fault_in_the_main_process_ends_the_job_in_seconds(demo_shards, tmp_path, mlflow_uri):
-    fault = ["+callbacks.fault._target_=faults.RaiseAtStep", "+callbacks.fault.step=2"]
+    fault = ["+callbacks.fault._target_=tests.helpers.faults.RaiseAtStep", "+callbacks.fault.step=2"]
     args = [*job_overrides(demo_shards, tmp_path / "out", mlflow_uri, "main_fault"), *fault]
     _run_fails_fast(Job(args, tmp_path), "injected fault at step 2", mlflow_uri, "main_fault")
 
@@ -135,7 +136,7 @@ def test_a_fault_in_the_main_process_ends_the_job_in_seconds(demo_shards, tmp_pa
 @pytest.mark.slow
 def test_sigterm_to_the_whole_job_checkpoints_before_anything_exits(demo_shards, tmp_path, mlflow_uri):
     fault = [
-        "+callbacks.fault._target_=faults.SignalAtStep",
+        "+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
         "+callbacks.fault.step=3",
         "+callbacks.fault.group=true",
     ]

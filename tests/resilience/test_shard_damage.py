@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from train_helpers import compose_train, shard_overrides
 
 from pipeline.data.spans import SkipCounter, Span, _read_spans
 from pipeline.data.tarstream import BLOCK, tar_members
 from pipeline.data.transforms import CorruptSampleError, TrainCrop, sample_draws
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.training import compose_train, shard_overrides
 
 SAMPLES = 8  # samples kept of the demo shard: 24 members
 CROP, CLASSES = 227, 10
@@ -184,6 +185,6 @@ def test_skipped_samples_reach_mlflow_and_a_warning_names_the_shard(
     cfg = compose_train(shard_overrides(shards, tmp_path / "out", mlflow_uri, "damaged"))
     with caplog.at_level(logging.WARNING, logger="pipeline.data"):
         result = train(cfg)
-    history = MlflowClient(mlflow_uri).get_metric_history(result["run_id"], "data/skipped_samples")
+    history = MlflowClient(mlflow_uri).get_metric_history(result["run_id"], keys.SKIPPED_SAMPLES)
     assert history and max(metric.value for metric in history) > 0
     assert "unexpected end of data in" in caplog.text and "/train/train-0000" in caplog.text

@@ -33,14 +33,15 @@ from pathlib import Path
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from resume_helpers import CHECKPOINT_EVERY, REPO, assert_same_curve, job_overrides, loss_curve
-from train_helpers import compose_train, runs_of
 
 from pipeline.checkpoints import load_checkpoint
 from pipeline.tracking import keys
 from pipeline.tracking.journal import JOURNAL_NAME, MetricJournal
 from pipeline.tracking.store import get_or_create_experiment
 from pipeline.train import train
+from tests.helpers.paths import REPO
+from tests.helpers.resume import CHECKPOINT_EVERY, assert_same_curve, job_overrides, loss_curve
+from tests.helpers.training import compose_train, runs_of
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _wait_group_gone(pgid: int, within: float = 15.0) -> None:
 
 
 def _attempt(overrides: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pipeline.train", *overrides, f"hydra.run.dir={cwd / 'hydra'}"]
     log = (cwd / "attempts.log").open("a")
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=True)

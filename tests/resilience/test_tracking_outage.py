@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from mlflow_server import MlflowServer
-from resume_helpers import REPO, job_overrides
-from train_helpers import runs_of
+
+from pipeline.tracking import keys
+from tests.helpers.mlflow_server import MlflowServer
+from tests.helpers.paths import REPO
+from tests.helpers.resume import job_overrides
+from tests.helpers.training import runs_of
 
 STALL_BOUND_S = 1.0
 STEPS_PER_EPOCH = 100  # of 179 batches of 8 in the demo's train split
@@ -34,14 +37,14 @@ def _job(
         f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
         f"trainer.max_epochs={epochs}",
         "optim.lr_patience=1000",  # the paper's lr policy must not end the job early: every epoch runs
-        "+callbacks.clock._target_=faults.StepClock",
+        "+callbacks.clock._target_=tests.helpers.faults.StepClock",
         f"+callbacks.clock.path={out / 'clock.txt'}",
         f"+callbacks.clock.sleep_s={sleep_s}",
         f"hydra.run.dir={out / 'hydra'}",
     ]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+        "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
         **env,
     }
@@ -87,7 +90,7 @@ def _outage(shards: Path, tmp_path: Path, outage_s: float, epochs: int, sleep_s:
         client = MlflowClient(server.url)
         [run] = runs_of(client, "outage")
         assert run.info.status == "FINISHED"
-        history = client.get_metric_history(run.info.run_id, "train/loss")
+        history = client.get_metric_history(run.info.run_id, keys.TRAIN_LOSS)
         assert sorted(metric.step for metric in history) == list(range(steps))  # none lost, none twice
     finally:
         if job.poll() is None:

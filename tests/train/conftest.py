@@ -1,5 +1,10 @@
-"""Fixtures for the training tests: one thread per process, one sqlite store per session (shared_fixtures)."""
+"""The training tests: one thread per process (tests.helpers.fixtures) for every test here."""
 
 from __future__ import annotations
 
-from shared_fixtures import client, mlflow_uri, one_thread_per_test_process  # noqa: F401 (found by name)
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread(one_thread_per_test_process: None) -> None:
+    """Tiny nets on 2 shared cores gain nothing from more threads."""

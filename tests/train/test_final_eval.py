@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from train_helpers import compose_train, runs_of, shard_overrides, train_cli
 
 from pipeline.data import ShardDataModule
+from pipeline.tracking import keys
 from pipeline.train import train
 from pipeline.training.evaluation import evaluate, tencrop_probabilities
 from pipeline.training.final_eval import FinalEvaluation
 from pipeline.training.module import AlexNetModule
+from tests.helpers.training import compose_train, runs_of, shard_overrides, train_cli
 
 SIDE, CROP = 6, 4
 # The ten crops of a 6x6 image at 4x4, as (row, col) in the ORIGINAL image of the crop's top-left, top-right
@@ -89,10 +90,10 @@ def test_ten_crops_positions_and_softmax_average_by_hand():
     centre_wrong = sum(argmax(crops[4]) != argmax(avg) for crops, avg in zip(hand, averaged, strict=True))
     assert centre_wrong > 0  # the images are such that the average decides otherwise than the centre crop
     metrics = evaluate(CornerNet(), OneBatch(images, labels), torch.device("cpu"))
-    assert metrics["eval/tencrop_top1_error"] == 0.0
-    assert metrics["eval/center_top1_error"] == pytest.approx(centre_wrong / 8)
-    assert metrics["eval/tencrop_top5_error"] == 0.0  # 3 classes: "top-5" is top-3
-    assert metrics["eval/images"] == 8
+    assert metrics[keys.TENCROP_TOP1] == 0.0
+    assert metrics[keys.CENTER_TOP1] == pytest.approx(centre_wrong / 8)
+    assert metrics[keys.TENCROP_TOP5] == 0.0  # 3 classes: "top-5" is top-3
+    assert metrics[keys.EVAL_IMAGES] == 8
 
 
 def test_disabled_final_eval_touches_nothing():
@@ -113,10 +114,10 @@ def test_a_training_ends_with_the_final_weights_evaluated_on_the_whole_val_split
     result = train(compose_train([*overrides, *whole_split]))
     [run] = runs_of(client, "final_eval")
     metrics, tags = run.data.metrics, run.data.tags
-    assert metrics["eval/images"] == 359  # the demo's whole val split
+    assert metrics[keys.EVAL_IMAGES] == 359  # the demo's whole val split
     # the centre crop of the final weights on the whole split is the last validation, image for image
-    assert metrics["eval/center_top1_error"] == pytest.approx(metrics["val/top1_error"])
-    assert result["eval/tencrop_top1_error"] == pytest.approx(metrics["eval/tencrop_top1_error"])
+    assert metrics[keys.CENTER_TOP1] == pytest.approx(metrics[keys.VAL_TOP1])
+    assert result[keys.TENCROP_TOP1] == pytest.approx(metrics[keys.TENCROP_TOP1])
     assert (tags["eval_weights"], tags["kind"]) == ("final", "training")
     [dataset_input] = run.inputs.dataset_inputs
     sha256 = hashlib.sha256((demo_shards / "manifest.json").read_bytes()).hexdigest()
@@ -138,7 +139,7 @@ def test_weights_best_scores_the_best_checkpoint(demo_shards, tmp_path, mlflow_u
     best = AlexNetModule.load_from_checkpoint(result["best_checkpoint"], map_location="cpu")
     data = ShardDataModule(demo_shards, batch_size=16, num_workers=0, pca_lighting=0.0)
     expected = evaluate(best, data, torch.device("cpu"), limit_batches=2)
-    for key in ("eval/tencrop_top1_error", "eval/tencrop_top5_error", "eval/center_top1_error"):
+    for key in (keys.TENCROP_TOP1, keys.TENCROP_TOP5, keys.CENTER_TOP1):
         assert run.data.metrics[key] == pytest.approx(expected[key])
 
 
@@ -156,6 +157,6 @@ def test_ddp_ranks_share_the_val_split_and_sum_their_counts(demo_shards, tmp_pat
     ]  # fmt: skip
     train_cli(tmp_path, *args, timeout_s=900)
     [run] = runs_of(MlflowClient(uri), "ddp_eval")
-    assert run.data.metrics["eval/images"] == 359
-    assert run.data.metrics["eval/center_top1_error"] == pytest.approx(run.data.metrics["val/top1_error"])
+    assert run.data.metrics[keys.EVAL_IMAGES] == 359
+    assert run.data.metrics[keys.CENTER_TOP1] == pytest.approx(run.data.metrics[keys.VAL_TOP1])
     assert run.data.tags["world_size"] == "2"

@@ -21,9 +21,10 @@ import statistics
 
 import pytest
 from hydra.errors import InstantiationException
-from train_helpers import compose_train, runs_of
 
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.training import compose_train, runs_of
 
 # Rounding, not a different computation: at the start (loss ~2.3, chance) bf16's 2^-8 relative rounding of the
 # logits moves a step's loss by <= ~0.01 (observed max 0.010 over the first epoch); a wrong dtype or a changed
@@ -56,8 +57,8 @@ def test_bf16_follows_fp32_over_the_first_steps(demo_shards, tmp_path, mlflow_ur
     first = ["trainer.max_epochs=1", "trainer.limit_train_batches=12", "trainer.limit_val_batches=0"]
     fp32 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_steps", "32-true", *first)
     bf16 = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_steps", "bf16-mixed", *first)
-    fp32_curve = _curves(client, fp32, "train/loss")
-    bf16_curve = _curves(client, bf16, "train/loss")
+    fp32_curve = _curves(client, fp32, keys.TRAIN_LOSS)
+    bf16_curve = _curves(client, bf16, keys.TRAIN_LOSS)
     assert len(fp32_curve) == len(bf16_curve) == 12
     assert bf16_curve != fp32_curve  # really another precision
     assert bf16_curve == pytest.approx(fp32_curve, abs=FIRST_STEPS_TOLERANCE)
@@ -71,7 +72,7 @@ def test_bf16_follows_fp32_over_the_demos_first_epoch(demo_shards, tmp_path, mlf
     other_seed = _demo_run(demo_shards, tmp_path, mlflow_uri, "bf16_epoch", "32-true", one_epoch, "seed=1")
     assert len(runs_of(client, "bf16_epoch")) == 3
 
-    train = {run: _curves(client, run, "train/loss") for run in (fp32, bf16, other_seed)}
+    train = {run: _curves(client, run, keys.TRAIN_LOSS) for run in (fp32, bf16, other_seed)}
     assert len(train[fp32]) == len(train[bf16]) > 40  # the whole epoch (1,438 images / 32)
     assert train[bf16] == pytest.approx(train[fp32], abs=FIRST_STEPS_TOLERANCE)
     # The yardstick: bf16 stays far closer to fp32 than another seed is (observed mean gaps 0.003 vs 0.03).
@@ -79,7 +80,7 @@ def test_bf16_follows_fp32_over_the_demos_first_epoch(demo_shards, tmp_path, mlf
     seed_gap = statistics.mean(abs(a - b) for a, b in zip(train[other_seed], train[fp32], strict=True))
     assert bf16_gap < 0.25 * seed_gap, (bf16_gap, seed_gap)
     # Validation over all 359 val images at the epoch's end: the same loss up to rounding (observed 0.0004).
-    [fp32_val], [bf16_val] = _curves(client, fp32, "val/loss"), _curves(client, bf16, "val/loss")
+    [fp32_val], [bf16_val] = _curves(client, fp32, keys.VAL_LOSS), _curves(client, bf16, keys.VAL_LOSS)
     assert bf16_val == pytest.approx(fp32_val, abs=0.01)
 
 

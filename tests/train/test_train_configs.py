@@ -8,9 +8,10 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from train_helpers import CONF_DIR, REPO_ROOT, compose_train
 
 from pipeline.train import per_device_batch, study_name
+from tests.helpers.paths import CONF_DIR, REPO
+from tests.helpers.training import compose_train
 
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -92,7 +93,7 @@ def test_wrong_experiment_name_fails_before_any_run(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode != 0
     assert "experiment/no_such_thing" in result.stderr

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from train_helpers import compose_train, runs_of
 
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.training import compose_train, runs_of
 
 CHANCE_TOP1_ERROR = 0.9  # 10 digit classes
 WELL_BELOW_CHANCE = 0.6
@@ -26,7 +27,7 @@ def test_the_demo_learns_the_digits(demo_shards, tmp_path, mlflow_uri, client):
     result = train(cfg)
 
     [run] = runs_of(client, "demo_learns")
-    history = [m.value for m in client.get_metric_history(run.info.run_id, "val/top1_error")]
+    history = [m.value for m in client.get_metric_history(run.info.run_id, keys.VAL_TOP1)]
     assert 1 < len(history) <= cfg.trainer.max_epochs  # the lr policy may end it before max_epochs
     assert history[0] > 0.8  # it starts at chance...
-    assert result["val/top1_error"] < WELL_BELOW_CHANCE < CHANCE_TOP1_ERROR  # ...and learns
+    assert result[keys.VAL_TOP1] < WELL_BELOW_CHANCE < CHANCE_TOP1_ERROR  # ...and learns

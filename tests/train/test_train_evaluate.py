@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from train_helpers import compose_train, runs_of, shard_overrides
 
 from pipeline.data import ShardDataModule
 from pipeline.evaluate import _data_config_of, main
+from pipeline.tracking import keys
 from pipeline.train import train
 from pipeline.training.evaluation import eval_datamodule, evaluate
 from pipeline.training.module import AlexNetModule
+from tests.helpers.training import compose_train, runs_of, shard_overrides
 
 EVAL_KEYS = {
-    "eval/center_top1_error",
-    "eval/center_top5_error",
-    "eval/tencrop_top1_error",
-    "eval/tencrop_top5_error",
+    keys.CENTER_TOP1,
+    keys.CENTER_TOP5,
+    keys.TENCROP_TOP1,
+    keys.TENCROP_TOP5,
 }
 
 
@@ -57,5 +58,5 @@ def test_the_centre_crop_of_ten_is_the_validation_crop(demo_shards):
 
     trainer = Trainer(accelerator="cpu", limit_val_batches=3, logger=False, enable_progress_bar=False)
     [lightning] = trainer.validate(module, datamodule=data, verbose=False)
-    assert ours["eval/center_top1_error"] == lightning["val/top1_error"]
-    assert ours["eval/center_top5_error"] == lightning["val/top5_error"]
+    assert ours[keys.CENTER_TOP1] == lightning[keys.VAL_TOP1]
+    assert ours[keys.CENTER_TOP5] == lightning[keys.VAL_TOP5]

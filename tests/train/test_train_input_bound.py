@@ -4,10 +4,10 @@ land in the run, here with data.decode=device (the device path on the CPU)."""
 from __future__ import annotations
 
 import pytest
-from train_helpers import compose_train, runs_of, shard_overrides, steps_of
 
 from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.training import compose_train, runs_of, shard_overrides, steps_of
 
 
 @pytest.mark.slow

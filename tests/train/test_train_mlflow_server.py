@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from mlflow_server import mlflow_server
-from train_helpers import METRIC_KEYS, compose_train, runs_of, shard_overrides
 
 from pipeline.train import train
+from tests.helpers.mlflow_server import mlflow_server
+from tests.helpers.training import METRIC_KEYS, compose_train, runs_of, shard_overrides
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import SYNTHETIC, compose_train, runs_of, synthetic_overrides, train_cli
 
 from pipeline.models import AlexNet
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.training import SYNTHETIC, compose_train, runs_of, synthetic_overrides, train_cli
 
 # Same weights, same data, same arithmetic up to summation order (the split sums fc8's two partial logits and
 # concatenates where the grouped net runs one grouped conv): float32 rounding only.
@@ -18,7 +19,7 @@ DDP_WEIGHT_TOLERANCE = 1e-6
 
 
 def _loss_curve(client, run_id: str) -> list[float]:
-    return [m.value for m in sorted(client.get_metric_history(run_id, "train/loss"), key=lambda m: m.step)]
+    return [m.value for m in sorted(client.get_metric_history(run_id, keys.TRAIN_LOSS), key=lambda m: m.step)]
 
 
 def test_split_and_grouped_nets_follow_the_same_loss_curve(tmp_path, mlflow_uri, client):

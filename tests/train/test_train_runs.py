@@ -7,10 +7,11 @@ import sys
 import time
 
 import pytest
-from mlflow_server import free_port
-from train_helpers import METRIC_KEYS, compose_train, runs_of, shard_overrides, steps_of
 
+from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.mlflow_server import free_port
+from tests.helpers.training import METRIC_KEYS, compose_train, runs_of, shard_overrides, steps_of
 
 STEPS_PER_EPOCH = 3  # trainer.limit_train_batches in shard_overrides
 
@@ -22,10 +23,10 @@ def test_a_run_lands_with_every_key_tag_and_artifact(demo_shards, tmp_path, mlfl
     assert run.info.run_id == result["run_id"] and run.info.status == "FINISHED"
     assert run.info.run_name == "baseline-seed0"
     assert set(run.data.metrics) >= METRIC_KEYS, METRIC_KEYS - set(run.data.metrics)
-    for key in ("train/top1_error", "val/top1_error", "val/top5_error", "train/epoch_top1_error"):
+    for key in (keys.TRAIN_TOP1, keys.VAL_TOP1, keys.VAL_TOP5, keys.TRAIN_EPOCH_TOP1):
         assert 0.0 <= run.data.metrics[key] <= 1.0
     assert run.data.metrics["lr"] == pytest.approx(0.01)
-    assert run.data.metrics["throughput/images_per_s"] > 0
+    assert run.data.metrics[keys.IMAGES_PER_S] > 0
     tags = run.data.tags
     assert tags["experiment"] == "baseline" and tags["seed"] == "0" and tags["study"] == "baseline-seed0"
     assert tags["world_size"] == "1" and tags["strategy"] == "SingleDeviceStrategy"
@@ -43,7 +44,7 @@ def test_a_run_lands_with_every_key_tag_and_artifact(demo_shards, tmp_path, mlfl
     ]
     [best] = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert best.endswith(".ckpt")
-    assert steps_of(client, run.info.run_id, "train/loss") == list(range(STEPS_PER_EPOCH))
+    assert steps_of(client, run.info.run_id, keys.TRAIN_LOSS) == list(range(STEPS_PER_EPOCH))
 
 
 def test_resuming_continues_the_same_run_and_step_count(demo_shards, tmp_path, mlflow_uri, client):
@@ -62,8 +63,8 @@ def test_resuming_continues_the_same_run_and_step_count(demo_shards, tmp_path, m
     [run] = runs_of(client, "resume")
     assert run.info.status == "FINISHED"
     # four epochs of steps, none lost, none twice
-    assert steps_of(client, run.info.run_id, "train/loss") == list(range(4 * STEPS_PER_EPOCH))
-    assert len(steps_of(client, run.info.run_id, "val/top1_error")) == 4
+    assert steps_of(client, run.info.run_id, keys.TRAIN_LOSS) == list(range(4 * STEPS_PER_EPOCH))
+    assert len(steps_of(client, run.info.run_id, keys.VAL_TOP1)) == 4
 
 
 def test_a_crash_leaves_the_run_failed(demo_shards, tmp_path, mlflow_uri, client):
@@ -76,7 +77,7 @@ def test_a_crash_leaves_the_run_failed(demo_shards, tmp_path, mlflow_uri, client
         train(cfg)
     [run] = runs_of(client, "crash")
     assert run.info.status == "FAILED"
-    assert "train/loss" in run.data.metrics  # it did train before it crashed
+    assert keys.TRAIN_LOSS in run.data.metrics  # it did train before it crashed
 
 
 def test_an_unreachable_server_fails_fast_naming_it(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
-from train_helpers import runs_of, train_cli
+
+from tests.helpers.training import runs_of, train_cli
 
 
 @pytest.mark.slow

@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from pipeline.tracking import keys
+
 EXPERIMENT_NAME = "compare-test"
 STUDY = "sweep-2x2"
 OTHER_STUDY = "other-study"
@@ -42,7 +42,7 @@ class TrainedStudy:
         return {
             run.info.run_name: run
             for run in client.search_runs([experiment.experiment_id])
-            if run.data.tags.get("kind") != "report"
+            if run.data.tags.get(keys.TAG_KIND) != keys.KIND_REPORT
         }
 
 
@@ -67,11 +67,6 @@ def tiny_overrides(shards: Path, tracking_uri: str) -> list[str]:
         f"logger.tracking_uri={tracking_uri}",
         f"logger.experiment_name={EXPERIMENT_NAME}",
     ]
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def run_sweep(root: Path, shards: Path, tracking_uri: str) -> None:

@@ -1,7 +1,7 @@
 """Faults the resilience tests inject into a training job through its config (``+callbacks.fault=...``).
 
-Importable by the job's processes when ``tests/resilience`` is on PYTHONPATH (the tests set it for the
-subprocesses they start; in-process jobs import it from the test's own path).
+Targets read ``tests.helpers.faults.<Fault>``: importable wherever the repository root is on the path (pytest
+puts it there; the tests set PYTHONPATH for the subprocesses they start).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.checkpoints import load_checkpoint
+from pipeline.checkpoints import LAST_NAME, load_checkpoint
+from pipeline.tracking import keys
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 8
 EPOCHS = 2
 TOLERANCE = 1e-6  # CPU, fp32: the resumed job computes the same floats; anything looser hides a wrong batch
@@ -49,7 +50,7 @@ def job_overrides(shards: Path, out: Path, uri: str, experiment: str, *, workers
 
 def loss_curve(uri: str, run_id: str) -> dict[int, float]:
     """train/loss by step; fails if a step was logged twice."""
-    history = MlflowClient(uri).get_metric_history(run_id, "train/loss")
+    history = MlflowClient(uri).get_metric_history(run_id, keys.TRAIN_LOSS)
     steps = [metric.step for metric in history]
     assert len(steps) == len(set(steps)), f"steps logged twice: {sorted(steps)}"
     return {metric.step: metric.value for metric in history}
@@ -63,7 +64,7 @@ def assert_same_curve(resumed: dict[int, float], reference: dict[int, float], si
 
 
 def final_weights(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(ckpt_dir / "last.ckpt")["state_dict"]
+    return load_checkpoint(ckpt_dir / LAST_NAME)["state_dict"]
 
 
 def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
@@ -76,7 +77,7 @@ def cli(args: list[str], cwd: Path, timeout: float = 400, **popen) -> subprocess
     """``python -m pipeline.train ARGS`` in a fresh process that imports this worktree and the test faults."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+        "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
         "HYDRA_FULL_ERROR": "1",
     }

@@ -1,6 +1,6 @@
-"""Fixtures the training and resilience tests share: one thread per process, one sqlite store per session.
-
-Their conftest.py files import them (pytest finds a fixture by its name in the conftest module)."""
+"""Fixtures the training, resilience and tracking tests share: one thread per process, one sqlite store per
+session. A pytest plugin (``pytest_plugins`` in tests/conftest.py): every test can ask for them by name; the
+conftests of the folders that train turn ``one_thread_per_test_process`` on for all their tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def one_thread_per_test_process() -> Iterator[None]:
     # the test box has 2 shared cores; tiny nets gain nothing from more threads
     previous = torch.get_num_threads()

@@ -12,18 +12,20 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-REPO_ROOT = CONF_DIR.parent
+from pipeline.tracking import keys
+from tests.helpers.paths import CONF_DIR, REPO
+
+# Every metric a one-epoch training logs into its run (keys.py's names, never retyped here).
 METRIC_KEYS = {
-    "train/loss",
-    "train/top1_error",
-    "train/epoch_top1_error",
-    "val/loss",
-    "val/top1_error",
-    "val/top5_error",
-    "lr",
-    "throughput/images_per_s",
-    "epoch",
+    keys.TRAIN_LOSS,
+    keys.TRAIN_TOP1,
+    keys.TRAIN_EPOCH_TOP1,
+    keys.VAL_LOSS,
+    keys.VAL_TOP1,
+    keys.VAL_TOP5,
+    keys.LEARNING_RATE,
+    keys.IMAGES_PER_S,
+    keys.EPOCH,
 }
 # Deterministic in-memory data: no augmentation, fixed order, dropout off; 64 samples in global batches of 16
 # (4 steps an epoch; under DDP, 2 ranks x 8 against 1 process x 16).
@@ -49,7 +51,7 @@ def train_cli(cwd: Path, *overrides: str, timeout_s: float) -> None:
     A process of its own where the test needs the real entry point: Hydra's run directory, DDP ranks, sweeps.
     """
     command = [sys.executable, "-m", "pipeline.train", *overrides]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
     assert done.returncode == 0, done.stderr[-3000:]
 
