@@ -13,8 +13,12 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 demo: install
 	VENV=$(VENV) bash scripts/demo.sh
 
+# Two pytest workers (the suite's tests run one torch thread each); tests that share a session fixture or a
+# local cluster carry an xdist_group mark and run on one worker. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

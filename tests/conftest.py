@@ -3,11 +3,13 @@
 Building the demo (1,797 images) and sharding it takes tens of seconds on a busy 2-core machine, so both are
 kept in pytest's cache folder under a key that hashes the data_prep sources: a change to data_prep rebuilds
 them, and every session re-verifies the cached shards against their manifest (sha256) before handing them
-out, so a test that damaged them cannot poison the next session.
+out, so a test that damaged them cannot poison the next session. A file lock makes the xdist workers take
+turns: one builds, the other reuses.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -46,24 +48,32 @@ def _demo_is_sound(folder: Path) -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_xdist_worker(request: pytest.FixtureRequest) -> None:
+    """Under pytest-xdist (``make test``: two workers on the two cores) every worker trains with one thread;
+    two threads each would oversubscribe the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        request.getfixturevalue("one_thread_per_test_process")
+
+
 @pytest.fixture(scope="session")
 def demo_root(pytestconfig: pytest.Config) -> Path:
     """A folder with ``source/`` (the demo tree) and ``shards/`` (its prep output), cached per data_prep."""
     cache = Path(pytestconfig.cache.mkdir("alexnet-demo"))
     folder = cache / f"demo-{_data_prep_hash()}"
-    if folder.is_dir() and _demo_is_sound(folder):
-        return folder
-    building = cache / f".building-{os.getpid()}"
-    shutil.rmtree(building, ignore_errors=True)
-    _build_demo(building)
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        building.rename(folder)
-    except OSError:  # another session finished the same build first: use its copy
+    # one builder at a time: the other xdist worker (or a second session) waits and reuses the folder
+    with (cache / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.is_dir() and _demo_is_sound(folder):
+            return folder
+        building = cache / f".building-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
-    for stale in cache.glob("demo-*"):
-        if stale != folder:
-            shutil.rmtree(stale, ignore_errors=True)
+        _build_demo(building)
+        shutil.rmtree(folder, ignore_errors=True)
+        building.rename(folder)
+        for stale in cache.glob("demo-*"):
+            if stale != folder:
+                shutil.rmtree(stale, ignore_errors=True)
     return folder
 
 
