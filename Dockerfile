@@ -39,6 +39,7 @@ RUN INSTALL_EXTRAS="" INSTALL_ONLY_DEPS=1 PYTHON=python3 scripts/install.sh /opt
 
 COPY README.md ./
 COPY scripts/ scripts/
+COPY alexnet_common/ alexnet_common/
 COPY data_prep/ data_prep/
 COPY pipeline/ pipeline/
 COPY conf/ conf/
