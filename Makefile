@@ -13,12 +13,12 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 demo: install
 	VENV=$(VENV) bash scripts/demo.sh
 
-# Two pytest workers (the suite's tests run one torch thread each); tests that share a session fixture or a
-# local cluster carry an xdist_group mark and run on one worker. TEST_WORKERS=0 runs it in one process.
+# Two pytest workers (one torch thread each); a test file, or the files that share a costly session fixture
+# or the local Slurm cluster, is one unit of work (tests/helpers/scheduling.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

@@ -48,6 +48,15 @@ def _demo_is_sound(folder: Path) -> bool:
         return False
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test``'s scheduling (tests.helpers.scheduling): a file, or a group of files sharing a costly
+    fixture, is one unit of work."""
+    from tests.helpers.scheduling import SharedFixtureScheduling
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_per_xdist_worker(request: pytest.FixtureRequest) -> None:
     """Under pytest-xdist (``make test``: two workers on the two cores) every worker trains with one thread;

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from pipeline.tracking import keys
 from tests.cluster.conftest import REPO, logged_steps, mlflow_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one worker for the cluster tests
+pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "scripts" / "container.sh"
 # Cold: debootstrap (~2 min), apt, pip of 5.5 GB of wheels and podman's commit of them (~13 min on a loaded

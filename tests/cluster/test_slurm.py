@@ -22,7 +22,7 @@ from tests.cluster.conftest import (
     submit_and_wait,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one worker for the cluster tests
+pytestmark = pytest.mark.slow
 
 SUBMIT_TIMEOUT_S = 420
 

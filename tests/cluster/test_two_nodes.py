@@ -28,7 +28,7 @@ from tests.cluster.conftest import (
 )
 from tests.helpers.training import SYNTHETIC, train_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one worker for the cluster tests
+pytestmark = pytest.mark.slow
 
 SUBMIT_TIMEOUT_S = 420
 TWO_NODES = ("trainer=ddp", "trainer.num_nodes=2", "trainer.devices=1")

@@ -25,8 +25,7 @@ from pipeline.tracking import keys
 from tests.helpers.compare_study import OTHER_STUDY, TrainedStudy
 from tests.helpers.paths import REPO
 
-# the shared study takes about a minute of real training: built once, on one xdist worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compare_study")]
+pytestmark = pytest.mark.slow  # the shared study takes about a minute of real training
 
 EXPECTED_FILES = {"table.md", "table.csv", "table.json", VAL_CURVES_PNG, CHANGES_PNG, GAP_PNG}
 

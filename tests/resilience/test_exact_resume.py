@@ -25,10 +25,6 @@ from tests.helpers.resume import (
 )
 from tests.helpers.training import compose_train, runs_of
 
-# the uninterrupted reference job (conftest.reference) is trained once, on one xdist worker
-pytestmark = pytest.mark.xdist_group("resilience_reference")
-
-
 STEPS = EPOCHS * STEPS_PER_EPOCH
 
 

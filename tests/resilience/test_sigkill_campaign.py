@@ -43,9 +43,6 @@ from tests.helpers.paths import REPO
 from tests.helpers.resume import CHECKPOINT_EVERY, assert_same_curve, job_overrides, loss_curve
 from tests.helpers.training import compose_train, runs_of
 
-# the uninterrupted reference job (conftest.reference) is trained once, on one xdist worker
-pytestmark = pytest.mark.xdist_group("resilience_reference")
-
 
 @dataclass(frozen=True)
 class Moment:
