@@ -53,8 +53,9 @@ install_packages() {
   command -v apt-get >/dev/null || die "${missing[*]} not installed and apt-get is unavailable: install them by hand"
   log "installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq </dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  # another installer (a test fixture, a user) may hold dpkg's lock: wait for it rather than fail
+  apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 }
 
 # What this host needs, found by trying (documented in docs/cluster.md):

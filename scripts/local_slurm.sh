@@ -43,8 +43,9 @@ install_packages() {
   command -v apt-get >/dev/null || die "slurm-wlm/munge are not installed and apt-get is unavailable: install Slurm and MUNGE by hand"
   log "installing slurm-wlm and munge (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq </dev/null
-  apt-get install -y -qq --no-install-recommends slurm-wlm munge </dev/null >/dev/null
+  # another installer (a test fixture, a user) may hold dpkg's lock: wait for it rather than fail
+  apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slurm-wlm munge </dev/null >/dev/null
 }
 
 # A TCP port nothing listens on, so two clusters (or a real Slurm) on the same host never clash.
