@@ -52,8 +52,8 @@ TAG_EVAL_WEIGHTS = "eval_weights"  # which weights the eval/* metrics score: fin
 # hash of what the data stream is a function of). compare pairs such runs by seed (pipeline.report.pairing).
 TAG_CRN_INIT = "crn_init"
 TAG_CRN_DATA = "crn_data"
-# The lr policy (training.lr_policy): the epochs whose validation dropped the rate, with the reasons (JSON list
-# of {"epoch", "lr", "reason"}), and the epoch at which learning counted as started (no drop before it).
+# The lr policy (training.lr_policy): the epochs whose validation dropped the rate, with the reasons (a JSON
+# list of {"epoch", "lr", "reason"}), and the epoch at which learning counted as started (no drop before it).
 TAG_LR_DROPS = "lr_drops"
 TAG_LR_LEARNING_STARTED = "lr_learning_started_epoch"
 # The machine a run trained on (pipeline.tracking.machine): results are bit-identical only on the same one.
