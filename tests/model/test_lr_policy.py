@@ -125,8 +125,9 @@ def test_no_drop_while_at_chance_then_the_papers_rule():
     assert waiting.learning_started_epoch == 5
     assert [drop["epoch"] for drop in waiting.drop_log] == [4 + epoch for epoch in DROP_EPOCHS]
     assert [drop["lr"] for drop in waiting.drop_log] == pytest.approx([0.1, 0.01, 0.001])
-    assert "2 epochs without a new best val error (best 0.8000, learning started at epoch 5)" in (
-        waiting.drop_log[0]["reason"]
+    assert (
+        "2 epochs without a new best val error (best 0.8000, learning started at epoch 5)"
+        in (waiting.drop_log[0]["reason"])
     )
     # the same errors under the rule without the wait drop the rate at chance
     optimizer = sgd()
