@@ -126,7 +126,12 @@ def test_same_config_same_machine_is_bit_identical(merged_study: TrainedStudy):
     client = merged_study.client()
     first = finished(merged_study, "baseline-seed1")
     again = finished(merged_study, "baseline-seed1", REPEAT_STUDY)
-    assert first.data.metrics == again.data.metrics
+    # what the run computes (not how fast it ran: throughput/*, system/*)
+    computed = {key for key in first.data.metrics if key.split("/")[0] in ("train", "val", "eval", "lr")}
+    assert {keys.TRAIN_LOSS, keys.VAL_TOP1, keys.TENCROP_TOP1, keys.EVAL_IMAGES} <= computed
+    assert {key: again.data.metrics[key] for key in computed} == {
+        key: first.data.metrics[key] for key in computed
+    }
     for key in (keys.TRAIN_LOSS, keys.VAL_TOP1):
         history = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, key)]
         assert sorted(history) == sorted(
