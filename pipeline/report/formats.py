@@ -31,8 +31,9 @@ LEGEND = " ".join(
         "of the mean per-seed difference (n-1 degrees of freedom); otherwise Welch's t interval of the",
         "difference of means (no equal-variance assumption; Welch-Satterthwaite degrees of freedom).",
         "'interval' names the method and r, the correlation of the arms' errors across seeds; Welch's",
-        "interval is shown beside either way. 'seeds to resolve': seeds per arm whose interval would exclude",
-        "0 at the observed spread, for the observed Δ and for the paper's Δ. 'paper in CI': whether the",
+        "interval is shown beside either way. 'seeds to resolve' ('seeds Δ n, paper n'): seeds per arm",
+        "whose interval would exclude 0 at the observed spread, for the observed Δ and for the paper's Δ",
+        "(> 1000: more than that). 'paper in CI': whether the",
         "paper's change lies inside the interval (for a bound: whether the interval reaches above it). A",
         "group of one run has no interval.",
     )
@@ -195,11 +196,13 @@ def _rich_tencrop_cell(row: AblationRow, metric: str) -> str:
     paper = f"[dim]paper {_paper_cell(row, metric)}[/dim] {verdict}"
     method = f"[dim]{format_method(row, change)}[/dim]"
     welch = f"Welch {format_welch(change)}" if change.paired is not None else ""
-    return "\n".join(
-        part
-        for part in (error, f"Δ {signed(change.delta)}", format_interval(change), method, welch, paper)
-        if part
+    paper_value = row.paper[metric].value if row.paper[metric] is not None else None
+    seeds = (
+        f"[dim]seeds Δ {format_seeds(change.seeds_needed, change.delta)}, "
+        f"paper {format_seeds(change.seeds_needed_paper, paper_value)}[/dim]"
     )
+    parts = (error, f"Δ {signed(change.delta)}", format_interval(change), method, welch, seeds, paper)
+    return "\n".join(part for part in parts if part)
 
 
 def print_rich(

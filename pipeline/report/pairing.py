@@ -57,7 +57,7 @@ def pair_runs(group: list[TrainingRun], baseline: list[TrainingRun], interval: s
         return Pairing(WELCH, "initial weights differ from the baseline's (crn_init): other parameter shapes")
     if any(a.crn_data != b.crn_data for a, b in pairs):
         return Pairing(WELCH, "data order or augmentation draws differ from the baseline's (crn_data)")
-    return Pairing(PAIRED, f"same seeds, common random numbers ({len(pairs)} pairs)", pairs)
+    return Pairing(PAIRED, f"same seeds, common random numbers: {len(pairs)} pairs", pairs)
 
 
 def lr_drop_mismatches(pairs: tuple[tuple[TrainingRun, TrainingRun], ...]) -> list[str]:

@@ -128,6 +128,8 @@ def test_welch_where_the_runs_are_not_pairs_by_design(runs: list[TrainingRun], r
     change = row.change["top1_tencrop"]
     assert change.paired is None and change.ci95 == change.welch
     assert f"Interval, no_lrn: welch ({row.method_reason})." in notes(build_rows(runs))
+    paired = pair_runs(demo_study()[3:], demo_study()[:3])
+    assert (paired.method, paired.reason) == ("paired", "same seeds, common random numbers: 3 pairs")
 
 
 def test_one_pair_is_no_pairing_and_bad_interval_is_refused():
