@@ -4,14 +4,17 @@ a change, the suggestion under the table, and the flag for runs whose lr dropped
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 
 import pytest
 
 from pipeline.report.formats import markdown_cells, notes
 from pipeline.report.pairing import pair_runs
-from pipeline.report.records import row_record
-from pipeline.report.runs import TrainingRun
+from pipeline.report.records import row_record, to_csv, to_json
+from pipeline.report.runs import StudyRuns, TrainingRun
 from pipeline.report.stats import (
     correlation,
     paired_interval,
@@ -163,3 +166,24 @@ def test_rows_whose_same_seed_runs_dropped_the_lr_at_other_epochs_are_flagged():
     [flag] = [line for line in notes(build_rows(runs)) if line.startswith("⚑")]
     assert "no_lrn: the lr dropped at other epochs" in flag and "seed 2: [7] vs [5]" in flag
     assert row_record(row)["lr_drops_differ"] == ["seed 2: [7] vs [5]"]
+
+
+def test_json_and_csv_carry_the_method_both_intervals_and_the_suggestions():
+    runs = [fake_run("baseline", seed, error) for seed, error in ((1, 20.0), (2, 21.0), (3, 22.0))]
+    runs += [fake_run("no_overlap_pool", seed, error) for seed, error in ((1, 20.9), (2, 20.7), (3, 22.6))]
+    rows = build_rows(runs)
+    document = json.loads(to_json(StudyRuns("alexnet", "1", "s1", runs, []), rows, interval="auto"))
+    assert (document["schema_version"], document["interval"]) == (3, "auto")
+    assert document["max_seeds_needed"] == 1000
+    assert set(document["interval_methods"]) == {"paired", "welch"}
+    [suggestion] = document["suggestions"]
+    assert suggestion.startswith("no_overlap_pool: about 12 seeds to resolve 0.40 pp")
+    record = document["rows"][1]
+    assert record["delta_top1_tencrop_seeds_needed"] == 12
+    assert record["delta_top1_tencrop_seeds_needed_paper"] == seeds_needed_paired(0.6244998, 0.4)
+    assert record["delta_top1_center_seeds_needed_paper"] is None  # the paper has no centre-crop numbers
+    [line] = list(csv.DictReader(io.StringIO(to_csv(rows))))[1:]
+    assert (line["method"], line["n_pairs"], line["lr_drops_differ"]) == ("paired", "3", "")
+    welch, paired = record["delta_top1_tencrop_ci95_welch"], record["delta_top1_tencrop_ci95"]
+    assert float(line["delta_top1_tencrop_ci95_welch_low"]) == pytest.approx(welch[0])
+    assert float(line["delta_top1_tencrop_ci95_paired_high"]) == pytest.approx(paired[1])
