@@ -3,9 +3,12 @@
     python -m pipeline.compare                                   # experiment "alexnet" in ./mlflow.db
     python -m pipeline.compare study=2026-11-22T01-02-03 format=markdown
     python -m pipeline.compare tracking_uri=http://127.0.0.1:5000 experiment=alexnet out=reports/run1
+    python -m pipeline.compare study=2026-11-22T01-02-03 interval=welch   # the unpaired reading only
 
 Reads the training runs (any tracking URI), keeps those of the study's prep (dataset digest), groups them by
-their `experiment` tag, prints the table (10-crop errors, changes with Welch's 95% intervals, the paper's),
+their `experiment` tag, prints the table (10-crop errors; changes with their 95% intervals, paired by seed
+where both arms ran the same seeds with common random numbers, else Welch's, both shown; the seeds that would
+resolve each change; the paper's),
 writes table.md, table.csv, table.json and three PNGs to out=, logs them as artifacts of a run tagged
 kind=report in the same MLflow experiment, and ends with a link that opens the study in the MLflow UI (a
 shared view tag on the experiment). log=false writes nothing to the store. Report runs are never read back
@@ -25,6 +28,7 @@ from alexnet_common.atomic_files import write_text_atomic
 from alexnet_common.cli import Fields, optional, parse_bool, parse_overrides
 from pipeline.report.figures import write_figures
 from pipeline.report.formats import print_rich, to_markdown
+from pipeline.report.pairing import INTERVALS
 from pipeline.report.records import to_csv, to_json
 from pipeline.report.runs import StudyRuns, load_study_runs
 from pipeline.report.table import AblationRow, build_rows
@@ -35,6 +39,12 @@ from pipeline.tracking.store import resolve_tracking_uri
 PROGRAM = "python -m pipeline.compare"
 FORMATS = ("rich", "markdown", "csv", "json")
 REPORT_ARTIFACT_DIR = "ablation_report"
+
+
+def _interval(text: str) -> str:
+    if text not in INTERVALS:
+        raise ValueError(f"use one of {', '.join(INTERVALS)}")
+    return text
 
 
 def _format(text: str) -> str:
@@ -53,12 +63,14 @@ class Comparison:
     ui_command: str | None  # what serves ui_url for a local store (None: a server serves its own)
 
 
-def write_tables(study: StudyRuns, rows: list[AblationRow], out_dir: Path, ui_url: str | None) -> list[Path]:
+def write_tables(
+    study: StudyRuns, rows: list[AblationRow], out_dir: Path, ui_url: str | None, interval: str = "auto"
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         write_text_atomic(out_dir / "table.md", to_markdown(study, rows, ui_url)),
         write_text_atomic(out_dir / "table.csv", to_csv(rows)),
-        write_text_atomic(out_dir / "table.json", to_json(study, rows, ui_url)),
+        write_text_atomic(out_dir / "table.json", to_json(study, rows, ui_url, interval)),
     ]
 
 
@@ -90,19 +102,25 @@ def compare(
     study: str | None = None,
     out_dir: Path = Path("reports"),
     log_report: bool = True,
+    interval: str = "auto",
 ) -> Comparison:
     """Reads the study, writes the tables and figures to `out_dir`, and (unless not `log_report`) logs them as
-    a report run and shares the study's UI view."""
+    a report run and shares the study's UI view. ``interval``: "auto" (paired where the runs are pairs by
+    design, else Welch's) or "welch"."""
+    if interval not in INTERVALS:
+        raise ValueError(f"interval={interval}: use one of {', '.join(INTERVALS)}")
     uri = resolve_tracking_uri(tracking_uri, must_exist=True)
     client = MlflowClient(tracking_uri=uri)
     runs = load_study_runs(client, experiment_name, study)
     if not runs.usable:
         reasons = "; ".join(f"{s.run.run_name}: {s.reason}" for s in runs.set_aside)
         raise ValueError(f"no finished, evaluated run to compare in {experiment_name!r} ({reasons})")
-    rows = build_rows(runs.usable)
+    rows = build_rows(runs.usable, interval)
     share_key = share_study_view(client, runs.experiment_id, study) if log_report else None
     ui_url = runs_chart_url(ui_base_url(uri), runs.experiment_id, share_key, study)
-    files = write_tables(runs, rows, out_dir, ui_url) + write_figures(client, runs.usable, rows, out_dir)
+    files = write_tables(runs, rows, out_dir, ui_url, interval) + write_figures(
+        client, runs.usable, rows, out_dir
+    )
     markdown = to_markdown(runs, rows, ui_url)
     report_run_id = log_report_run(client, runs, files, markdown) if log_report else None
     return Comparison(runs, rows, files, report_run_id, ui_url, ui_command(uri))
@@ -123,6 +141,12 @@ FIELDS: Fields = {
     "format": (_format, "rich", f"what to print on stdout: {' | '.join(FORMATS)}"),
     "out": (optional(Path), None, "folder for the files (default: reports/<study|all>)"),
     "log": (parse_bool, True, "log the report as an MLflow run (kind=report)"),
+    "interval": (
+        _interval,
+        "auto",
+        "auto: paired t by seed where both arms share seeds and common random numbers, else Welch; "
+        "welch: Welch's interval for every change",
+    ),
 }
 
 
@@ -130,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_overrides(PROGRAM, sys.argv[1:] if argv is None else argv, FIELDS)
     out_dir = args["out"] or Path("reports") / (args["study"] or "all")
     try:
-        result = compare(args["tracking_uri"], args["experiment"], args["study"], out_dir, args["log"])
+        result = compare(
+            args["tracking_uri"], args["experiment"], args["study"], out_dir, args["log"], args["interval"]
+        )
     except ValueError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2

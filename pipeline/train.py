@@ -120,17 +120,26 @@ def _build(cfg: DictConfig, trainer: Trainer) -> tuple[LightningDataModule, Ligh
     return datamodule, module
 
 
-def _run_tags(cfg: DictConfig, trainer: Trainer, run_name: str) -> dict[str, str]:
+def _run_tags(cfg: DictConfig, trainer: Trainer, run_name: str, module: LightningModule) -> dict[str, str]:
+    """Identity (experiment, seed, study, ...), the machine, and the common-random-numbers fingerprints of
+    the freshly initialised net and the data stream (compare pairs runs of one seed by them)."""
+    from pipeline.tracking.machine import machine_tags
     from pipeline.tracking.store import run_tags
+    from pipeline.training.crn import crn_tags
 
-    return run_tags(
-        name=str(cfg.name),
-        seed=int(cfg.seed),
-        study=study_name(cfg, run_name),
-        world_size=trainer.world_size,
-        strategy=type(trainer.strategy).__name__,
-        num_nodes=trainer.num_nodes,
-    )
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return {
+        **run_tags(
+            name=str(cfg.name),
+            seed=int(cfg.seed),
+            study=study_name(cfg, run_name),
+            world_size=trainer.world_size,
+            strategy=type(trainer.strategy).__name__,
+            num_nodes=trainer.num_nodes,
+        ),
+        **machine_tags(),
+        **crn_tags(module.net, data, trainer.world_size),
+    }
 
 
 def _log_placement(trainer: Trainer) -> None:
@@ -176,7 +185,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_name = f"{cfg.name}-seed{cfg.seed}"
     identity = identity.open(
         run_name=run_name,
-        tags=_run_tags(cfg, trainer, run_name),
+        tags=_run_tags(cfg, trainer, run_name, module),
         params=dict(flatten(OmegaConf.to_container(cfg, resolve=True))),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )

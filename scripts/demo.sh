@@ -17,3 +17,6 @@ echo "== 2/3 the study: baseline and no_lrn, seeds $seeds (study tag: $study)"
 
 echo "== 3/3 the ablation table (also logged as a report run, with figures), and the study in the MLflow UI"
 "$py" -m pipeline.compare study="$study" out="reports/$study"
+# Each change is shown with its paired interval (the seeds are pairs: same weights, same data stream) and
+# Welch's beside it; the same table in Markdown, for docs/ablations.md:
+echo "Markdown table (paired and Welch intervals): reports/$study/table.md"

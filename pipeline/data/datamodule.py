@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader
 from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
 from pipeline.data.device_decode import DeviceDecode, JpegBatch, TrainCropParams, collate_jpegs
 from pipeline.data.streams import EpochDataLoader, EvalStream, TrainStream
-from pipeline.data.transforms import CenterCrop, TrainCrop, collate, pca_lighting_shift, to_model_input
+from pipeline.data.transforms import (
+    CenterCrop,
+    TrainCrop,
+    collate,
+    pca_lighting_generator,
+    pca_lighting_shift,
+    to_model_input,
+)
 
 PIXEL_MAX = 255.0
 DECODE_PATHS = ("workers", "device")
@@ -256,15 +263,17 @@ class ShardDataModule(L.LightningDataModule):
         streams = ([self._train] if self._train is not None else []) + self._evals
         return sum(stream.skips.total for stream in streams) + self.device_decode.skipped
 
-    def normalize(self, images: torch.Tensor, *, train: bool) -> torch.Tensor:
-        """uint8 [B, 3, H, W] -> float32 model input: mean subtracted, PCA colour noise added if ``train``."""
+    def normalize(self, images: torch.Tensor, *, train: bool, step: int = 0) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> float32 model input: mean subtracted, PCA colour noise added if ``train``,
+        drawn from the generator of (seed, ``step``, rank): the same draws in every arm of a seed."""
         mean = self.mean if self.mean_subtraction else torch.zeros(3)
         shift = None
         if train and self.pca_lighting > 0:
             device = images.device
             eigenvalues = self.eigenvalues.to(device) / PIXEL_MAX
+            generator = pca_lighting_generator(self.seed, step, self.rank)
             shift = pca_lighting_shift(
-                images.shape[0], eigenvalues, self.eigenvectors.to(device), self.pca_lighting
+                images.shape[0], eigenvalues, self.eigenvectors.to(device), self.pca_lighting, generator
             )
         return to_model_input(images, mean, shift)
 
@@ -280,4 +289,7 @@ class ShardDataModule(L.LightningDataModule):
             batch = self.device_decode(batch)
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.normalize(images, train=training), labels
+        # the optimizer steps so far: one per training batch (no gradient accumulation here), and restored
+        # with the loops on resume, so a batch's lighting draws do not depend on what ran before it
+        step = self.trainer.global_step if training else 0
+        return self.normalize(images, train=training, step=step), labels

@@ -199,15 +199,33 @@ def collate(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torc
     return images, labels
 
 
+PCA_STREAM = 0x50434131  # "PCA1": keeps the lighting draws apart from the crop streams of the same seed
+
+
+def pca_lighting_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of one batch's PCA lighting draws: a pure function of (data seed, step, rank).
+
+    Not the global RNG: dropout draws from that, so an arm without dropout (or without lighting) would shift
+    every later draw of the other, and two arms of one seed would no longer see the same noise (common
+    random numbers); nor would a resumed job without the RNG state."""
+    return torch.Generator().manual_seed(stream_seed(PCA_STREAM, seed, step, rank))
+
+
 def pca_lighting_shift(
-    batch_size: int, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, sigma: float
+    batch_size: int,
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The paper's colour noise, one RGB offset per image: Σᵢ αᵢ λᵢ pᵢ with αᵢ ~ N(0, sigma) drawn per image.
 
     ``eigenvectors`` holds one eigenvector pᵢ per row. Returns [B, 3] in the units of ``eigenvalues``; its
-    covariance is Pᵀ diag((sigma λ)²) P.
+    covariance is Pᵀ diag((sigma λ)²) P. The α are drawn on the CPU from ``generator`` (default: the global
+    RNG), the same numbers whatever device trains.
     """
-    alpha = torch.randn(batch_size, 3, device=eigenvalues.device, dtype=eigenvalues.dtype) * sigma
+    alpha = torch.randn(batch_size, 3, generator=generator, dtype=eigenvalues.dtype)
+    alpha = alpha.to(eigenvalues.device) * sigma
     return (alpha * eigenvalues) @ eigenvectors
 
 

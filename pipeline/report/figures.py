@@ -94,8 +94,8 @@ def _paper_marks(axes: plt.Axes, x: np.ndarray, papers: list[PaperChange | None]
 
 
 def plot_changes(rows: list[AblationRow], path: Path) -> Path:
-    """Per ablation, the measured 10-crop change against the baseline with its 95% (Welch) interval as an
-    error bar, beside the paper's change, for top-1 and top-5."""
+    """Per ablation, the measured 10-crop change against the baseline with its 95% interval (paired or
+    Welch's, as the table reads it) as an error bar, beside the paper's change, for top-1 and top-5."""
     ablations = [row for row in rows if row.change]
     figure, panels = plt.subplots(1, 2, figsize=(10, 4.5), sharey=False)
     x = np.arange(len(ablations))

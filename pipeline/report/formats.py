@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.report.paper import BASELINE_EXPERIMENT, paper_baseline_error
+from pipeline.report.planning import interval_notes, seed_suggestions
 from pipeline.report.runs import SetAsideRun, StudyRuns
-from pipeline.report.stats import MIN_SEEDS, Summary
+from pipeline.report.stats import MAX_SEEDS_NEEDED, MIN_SEEDS, Summary
 from pipeline.report.table import AblationRow, Change
 
 FEW_SEEDS_MARK = "⚠"
@@ -25,10 +26,16 @@ LEGEND = " ".join(
         "raised the error. The paper states each ablation as the reduction the component brings, listed here",
         "as the same positive change (LRN: +1.4 / +1.2); '> 1.0' is a bound ('by over 1%'); n.g. = the paper",
         "gives no number.",
-        "[95% CI]: Welch's t interval of the difference of means (no equal-variance assumption;",
-        "Welch-Satterthwaite degrees of freedom, so it widens with few seeds). 'paper in CI': whether the",
-        "paper's change lies inside it (for a bound: whether the interval reaches above it). A group of one",
-        "run has no interval.",
+        "[95% CI]: where both arms ran the same seeds with common random numbers (same initial weights,",
+        "same data order and augmentation draws: the runs' crn_init / crn_data tags), the paired t interval",
+        "of the mean per-seed difference (n-1 degrees of freedom); otherwise Welch's t interval of the",
+        "difference of means (no equal-variance assumption; Welch-Satterthwaite degrees of freedom).",
+        "'interval' names the method and r, the correlation of the arms' errors across seeds; Welch's",
+        "interval is shown beside either way. 'seeds to resolve' ('seeds Δ n, paper n'): seeds per arm",
+        "whose interval would exclude 0 at the observed spread, for the observed Δ and for the paper's Δ",
+        "(> 1000: more than that). 'paper in CI': whether the",
+        "paper's change lies inside the interval (for a bound: whether the interval reaches above it). A",
+        "group of one run has no interval.",
     )
 )
 
@@ -48,6 +55,22 @@ def format_interval(change: Change) -> str:
     if change.ci95 is None:
         return "n/a (n=1)"
     return f"[{signed(change.ci95.low)}, {signed(change.ci95.high)}]"
+
+
+def format_welch(change: Change) -> str:
+    welch = change.welch
+    return "n/a (n=1)" if welch is None else f"[{signed(welch.low)}, {signed(welch.high)}]"
+
+
+def format_method(row: AblationRow, change: Change) -> str:
+    r = "" if change.correlation is None else f", r={change.correlation:.3f}"
+    return f"{row.method}{r}"
+
+
+def format_seeds(count: int | None, target: float | None) -> str:
+    if target is None:
+        return "—"
+    return f"> {MAX_SEEDS_NEEDED}" if count is None else str(count)
 
 
 def format_in_ci(verdict: bool | None) -> str:
@@ -75,9 +98,22 @@ def _change_cell(row: AblationRow, column: str) -> str:
 MARKDOWN_HEADER = [
     "experiment", "removes", "n", "weights",
     "10-crop top-1 err (%)", "Δ top-1 (pp) [95% CI]", "paper Δ top-1", "paper in CI",
+    "interval", "Welch 95% CI top-1", "seeds to resolve Δ / paper Δ",
     "10-crop top-5 err (%)", "Δ top-5 (pp) [95% CI]", "paper Δ top-5", "paper in CI",
     "centre top-1 err (%)", "centre top-5 err (%)",
 ]  # fmt: skip
+
+
+def _method_cells(row: AblationRow) -> list[str]:
+    change = row.change.get("top1_tencrop")
+    if change is None:
+        return ["—", "—", "—"]
+    paper = row.paper["top1"]
+    seeds = (
+        f"{format_seeds(change.seeds_needed, change.delta)} / "
+        f"{format_seeds(change.seeds_needed_paper, None if paper is None else paper.value)}"
+    )
+    return [format_method(row, change), format_welch(change), seeds]
 
 
 def markdown_cells(row: AblationRow) -> list[str]:
@@ -90,6 +126,8 @@ def markdown_cells(row: AblationRow) -> list[str]:
             _paper_cell(row, metric),
             format_in_ci(row.paper_in_ci(column)),
         ]
+        if metric == "top1":
+            cells += _method_cells(row)
     return cells + [format_error(row.errors["top1_center"]), format_error(row.errors["top5_center"])]
 
 
@@ -112,8 +150,10 @@ def _title(study: StudyRuns) -> str:
     return f"Ablations of MLflow experiment {study.experiment_name!r}, {scope}"
 
 
-def notes(rows: list[AblationRow]) -> list[str]:
-    """The plain-words lines under the table: too few seeds, no baseline, the data the rows rest on."""
+def notes(rows: list[AblationRow], study: str | None = None) -> list[str]:
+    """The plain-words lines under the table: too few seeds, no baseline, how each change's interval was
+    made, runs whose lr dropped at other epochs than their baseline pair's, how many seeds would resolve each
+    change, the data the rows rest on."""
     lines = []
     few = [f"{row.experiment} (n={row.n_runs})" for row in rows if row.few_seeds]
     if few:
@@ -124,6 +164,7 @@ def notes(rows: list[AblationRow]) -> list[str]:
         )
     if not any(row.experiment == BASELINE_EXPERIMENT for row in rows):
         lines.append("No baseline run in this study: no change can be computed.")
+    lines += interval_notes(rows) + seed_suggestions(rows, study)
     if rows:
         lines.append(f"Data: every row trained on the prep with dataset digest {rows[0].dataset_digest}.")
     return lines
@@ -132,7 +173,7 @@ def notes(rows: list[AblationRow]) -> list[str]:
 def to_markdown(study: StudyRuns, rows: list[AblationRow], ui_url: str | None = None) -> str:
     lines = [f"# {_title(study)}", ""]
     lines += _markdown_table(MARKDOWN_HEADER, [markdown_cells(row) for row in rows])
-    lines += ["", *[f"{note}\n" for note in notes(rows)], LEGEND, ""]
+    lines += ["", *[f"{note}\n" for note in notes(rows, study.study)], LEGEND, ""]
     if ui_url:
         lines += [f"In the MLflow UI: {ui_url}", ""]
     lines += ["## Runs listed apart (failed, unfinished, not evaluated or of another prep; not averaged)", ""]
@@ -153,7 +194,15 @@ def _rich_tencrop_cell(row: AblationRow, metric: str) -> str:
         return f"{error}\nΔ — (no baseline)"
     verdict = {True: "in CI", False: "[bold]outside CI[/bold]", None: ""}[row.paper_in_ci(column)]
     paper = f"[dim]paper {_paper_cell(row, metric)}[/dim] {verdict}"
-    return f"{error}\nΔ {signed(change.delta)}\n{format_interval(change)}\n{paper}"
+    method = f"[dim]{format_method(row, change)}[/dim]"
+    welch = f"Welch {format_welch(change)}" if change.paired is not None else ""
+    paper_value = row.paper[metric].value if row.paper[metric] is not None else None
+    seeds = (
+        f"[dim]seeds Δ {format_seeds(change.seeds_needed, change.delta)}, "
+        f"paper {format_seeds(change.seeds_needed_paper, paper_value)}[/dim]"
+    )
+    parts = (error, f"Δ {signed(change.delta)}", format_interval(change), method, welch, seeds, paper)
+    return "\n".join(part for part in parts if part)
 
 
 def print_rich(
@@ -177,7 +226,7 @@ def print_rich(
             centre,
         )
     console.print(table)
-    for note in notes(rows):
+    for note in notes(rows, study.study):
         console.print(note, style="bold" if note.startswith(FEW_SEEDS_MARK) else None)
     console.print(LEGEND, style="dim")
     if study.set_aside:

@@ -1,8 +1,9 @@
 """``compare format=json`` and ``format=csv``: the table as a stable interface for scripts.
 
-JSON (``schema_version`` 2; documented in docs/ablations.md): the study, units, the interval method, the
-paper's baseline, the UI link, one record per experiment and the runs set apart. A record's keys are fixed;
-a value that does not exist is null (CSV: empty). Errors in %, changes in percentage points.
+JSON (``schema_version`` 3; documented in docs/ablations.md with its changelog): the study, units, the
+interval methods and the one asked for, the paper's baseline, the UI link, one record per experiment, the
+seed suggestions and the runs set apart. A record's keys are fixed; a value that does not exist is null (CSV:
+empty). Errors in %, changes in percentage points.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import json
 from typing import Any
 
 from pipeline.report.paper import paper_baseline_error
+from pipeline.report.planning import seed_suggestions
 from pipeline.report.runs import SetAsideRun, StudyRuns
-from pipeline.report.stats import CONFIDENCE, MIN_SEEDS
+from pipeline.report.stats import CONFIDENCE, MAX_SEEDS_NEEDED, MIN_SEEDS
 from pipeline.report.table import COLUMNS, AblationRow
 
-SCHEMA_VERSION = 2
-INTERVAL_METHOD = "Welch's t interval of the difference of means (unequal variances, Welch-Satterthwaite df)"
+SCHEMA_VERSION = 3
+INTERVAL_METHODS = {
+    "paired": "paired t interval of the mean per-seed difference (n_pairs - 1 df): both arms ran the same "
+    "seeds with common random numbers (equal crn_init and crn_data tags)",
+    "welch": "Welch's t interval of the difference of means (unequal variances, Welch-Satterthwaite df)",
+}
 
 
 def row_record(row: AblationRow) -> dict[str, Any]:
@@ -31,6 +37,10 @@ def row_record(row: AblationRow) -> dict[str, Any]:
         "few_seeds": row.few_seeds,
         "weights": row.weights,
         "dataset_digest": row.dataset_digest,
+        "method": row.method or None,
+        "method_reason": row.method_reason or None,
+        "n_pairs": row.n_pairs,
+        "lr_drops_differ": list(row.lr_drops_differ),
     }
     for column in COLUMNS:
         record[f"{column}_mean"] = row.errors[column].mean
@@ -38,8 +48,15 @@ def row_record(row: AblationRow) -> dict[str, Any]:
     for column in COLUMNS:
         change = row.change.get(column)
         record[f"delta_{column}"] = None if change is None else change.delta
-        interval = None if change is None else change.ci95
-        record[f"delta_{column}_ci95"] = None if interval is None else interval.as_list()
+        for suffix, interval in (
+            ("", None if change is None else change.ci95),
+            ("_paired", None if change is None else change.paired),
+            ("_welch", None if change is None else change.welch),
+        ):
+            record[f"delta_{column}_ci95{suffix}"] = None if interval is None else interval.as_list()
+        record[f"delta_{column}_correlation"] = None if change is None else change.correlation
+        record[f"delta_{column}_seeds_needed"] = None if change is None else change.seeds_needed
+        record[f"delta_{column}_seeds_needed_paper"] = None if change is None else change.seeds_needed_paper
     for metric in ("top1", "top5"):
         paper = row.paper[metric]
         record[f"paper_delta_{metric}"] = None if paper is None else paper.exact
@@ -61,18 +78,23 @@ def set_aside_record(item: SetAsideRun) -> dict[str, Any]:
     }
 
 
-def to_json(study: StudyRuns, rows: list[AblationRow], ui_url: str | None = None) -> str:
+def to_json(
+    study: StudyRuns, rows: list[AblationRow], ui_url: str | None = None, interval: str = "auto"
+) -> str:
     document = {
         "schema_version": SCHEMA_VERSION,
         "experiment_name": study.experiment_name,
         "study": study.study,
         "units": {"errors": "percent", "changes": "percentage points, experiment minus baseline"},
         "confidence": CONFIDENCE,
-        "interval": INTERVAL_METHOD,
+        "interval": interval,
+        "interval_methods": INTERVAL_METHODS,
         "min_seeds": MIN_SEEDS,
+        "max_seeds_needed": MAX_SEEDS_NEEDED,
         "paper_baseline": {f"{m}_tencrop": paper_baseline_error(m) for m in ("top1", "top5")},
         "ui_url": ui_url,
         "rows": [row_record(row) for row in rows],
+        "suggestions": seed_suggestions(rows, study.study),
         "set_aside": [set_aside_record(item) for item in study.set_aside],
     }
     return json.dumps(document, indent=2) + "\n"
@@ -81,10 +103,10 @@ def to_json(study: StudyRuns, rows: list[AblationRow], ui_url: str | None = None
 def _csv_cells(record: dict[str, Any]) -> dict[str, Any]:
     cells: dict[str, Any] = {}
     for key, value in record.items():
-        if key.startswith("delta_") and key.endswith("_ci95"):
+        if key.startswith("delta_") and "_ci95" in key:
             low, high = value if value is not None else ("", "")
             cells[f"{key}_low"], cells[f"{key}_high"] = low, high
-        elif key == "seeds":
+        elif key in ("seeds", "lr_drops_differ"):
             cells[key] = ";".join(value)
         else:
             cells[key] = "" if value is None else value

@@ -9,6 +9,7 @@ it apart instead of silently averaging it in or dropping it.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -38,6 +39,9 @@ class TrainingRun:
     dataset_digests: tuple[str, ...] = ()  # of its dataset inputs: one for a run trained on one prep
     eval_weights: str = ""  # the eval_weights tag: which weights its eval/* metrics score
     start_time: int = 0
+    crn_init: str = ""  # the crn_init / crn_data tags ("" for a run trained before they were recorded)
+    crn_data: str = ""
+    lr_drop_epochs: tuple[int, ...] | None = None  # epochs whose validation dropped the rate (None: no tag)
 
     @property
     def digest(self) -> str:
@@ -74,7 +78,20 @@ def _to_training_run(run: Run) -> TrainingRun:
         dataset_digests=tuple(sorted({item.dataset.digest for item in run.inputs.dataset_inputs})),
         eval_weights=tags.get(keys.TAG_EVAL_WEIGHTS, ""),
         start_time=run.info.start_time or 0,
+        crn_init=tags.get(keys.TAG_CRN_INIT, ""),
+        crn_data=tags.get(keys.TAG_CRN_DATA, ""),
+        lr_drop_epochs=lr_drop_epochs(tags.get(keys.TAG_LR_DROPS)),
     )
+
+
+def lr_drop_epochs(tag: str | None) -> tuple[int, ...] | None:
+    """The epochs of the run's lr_drops tag (a JSON list of {"epoch", ...}); None where it has none."""
+    if tag is None:
+        return None
+    try:
+        return tuple(int(drop["epoch"]) for drop in json.loads(tag))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _set_aside_reason(run: TrainingRun) -> str | None:

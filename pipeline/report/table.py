@@ -1,5 +1,7 @@
 """The ablation table: per experiment the mean ± std over seeds of the paper's test protocol (10 crops, and
-the centre crop), and each change against the baseline with Welch's 95% interval, beside the paper's change.
+the centre crop), and each change against the baseline with its 95% interval (paired by seed where the runs
+are pairs by design, else Welch's: ``pipeline.report.pairing``), the seeds that would resolve it, beside the
+paper's change.
 
 Errors are percentages here (the runs log fractions). A change is the experiment's mean error minus the
 baseline's, in percentage points: positive means the ablation raised the error, the sign in which the paper's
@@ -12,6 +14,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pipeline.report.pairing import (
+    PAIRED,
+    Pairing,
+    lr_drop_mismatches,
+    pair_runs,
+    same_seed_pairs,
+    seed_order,
+)
 from pipeline.report.paper import (
     BASELINE_EXPERIMENT,
     PaperChange,
@@ -20,7 +30,17 @@ from pipeline.report.paper import (
     paper_change,
 )
 from pipeline.report.runs import TrainingRun
-from pipeline.report.stats import MIN_SEEDS, Interval, Summary, summarize, welch_interval
+from pipeline.report.stats import (
+    MIN_SEEDS,
+    Interval,
+    Summary,
+    correlation,
+    paired_interval,
+    seeds_needed_paired,
+    seeds_needed_welch,
+    summarize,
+    welch_interval,
+)
 from pipeline.tracking import keys
 
 # Table columns: (key, metric the runs log, paper metric its change is set beside; None: no paper number).
@@ -37,11 +57,20 @@ PAPER_COLUMNS = {column: metric for column, _, metric in ERROR_COLUMNS if metric
 
 @dataclass(frozen=True)
 class Change:
-    """An experiment's mean error minus the baseline's (points) and Welch's 95% interval of it (None when a
-    group has a single run)."""
+    """An experiment's mean error minus the baseline's (points) and its 95% interval: ``ci95`` is the one the
+    table reads (paired where ``method`` is paired, else Welch's; None when a group has a single run), with
+    both kinds beside it. ``seeds_needed``: seeds per arm whose interval would exclude 0 at this Δ and spread
+    (None: more than MAX_SEEDS_NEEDED, or no spread yet); ``seeds_needed_paper``: the same for the paper's
+    Δ."""
 
     delta: float
     ci95: Interval | None
+    method: str = "welch"
+    welch: Interval | None = None
+    paired: Interval | None = None
+    correlation: float | None = None  # of the same-seed pairs' errors (None: fewer than 2 pairs)
+    seeds_needed: int | None = None
+    seeds_needed_paper: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,10 @@ class AblationRow:
     paper: dict[str, PaperChange | None]  # "top1", "top5"; None: not one of the paper's ablations
     weights: str  # which weights the eval/* metrics score: final, best, ... or "mixed (...)"
     dataset_digest: str
+    method: str = ""  # paired | welch ("" for the baseline or without one)
+    method_reason: str = ""
+    n_pairs: int = 0
+    lr_drops_differ: tuple[str, ...] = ()  # "seed 1: [3] vs [5]": same seed, drops at other epochs
 
     @property
     def few_seeds(self) -> bool:
@@ -82,30 +115,84 @@ def weights_label(group: list[TrainingRun]) -> str:
     return "mixed (" + ", ".join(f"{name} x{count}" for name, count in sorted(counts.items())) + ")"
 
 
-def _changes(group: list[TrainingRun], baseline: list[TrainingRun]) -> dict[str, Change]:
-    changes = {}
-    for column, metric, _ in ERROR_COLUMNS:
-        ours, reference = _percent(group, metric), _percent(baseline, metric)
-        delta = summarize(ours).mean - summarize(reference).mean
-        changes[column] = Change(delta, welch_interval(ours, reference))
-    return changes
+def _paper_target(experiment: str, metric: str | None) -> float | None:
+    paper = paper_change(experiment, metric) if metric else None
+    return None if paper is None else paper.value
 
 
-def build_row(experiment: str, group: list[TrainingRun], baseline: list[TrainingRun] | None) -> AblationRow:
+def _seeds_needed(
+    target: float | None, paired_sd: float | None, arm_sds: tuple[float | None, float | None] | None
+) -> int | None:
+    """Seeds per arm to resolve ``target`` points: at the paired spread where paired, else at the arms'."""
+    if target is None:
+        return None
+    if paired_sd is not None:
+        return seeds_needed_paired(paired_sd, target)
+    if arm_sds is not None:
+        return seeds_needed_welch(arm_sds[0] or 0.0, arm_sds[1] or 0.0, target)
+    return None  # a single run: no spread to plan with
+
+
+def _change(
+    experiment: str,
+    column: tuple[str, str, str | None],
+    group: list[TrainingRun],
+    baseline: list[TrainingRun],
+    pairing: Pairing,
+) -> Change:
+    _, metric, paper_metric = column
+    ours, reference = _percent(group, metric), _percent(baseline, metric)
+    delta = summarize(ours).mean - summarize(reference).mean
+    same_seed = same_seed_pairs(group, baseline)
+    pair_a = [100.0 * a.final_metrics[metric] for a, _ in same_seed]
+    pair_b = [100.0 * b.final_metrics[metric] for _, b in same_seed]
+    welch = welch_interval(ours, reference)
+    paired = paired_interval(pair_a, pair_b) if pairing.method == PAIRED else None
+    paired_sd = None
+    if paired is not None:
+        paired_sd = summarize([x - y for x, y in zip(pair_a, pair_b, strict=True)]).std
+    arm_sds = (summarize(ours).std, summarize(reference).std) if welch is not None else None
+    paper = _paper_target(experiment, paper_metric)
+    return Change(
+        delta=delta,
+        ci95=paired if paired is not None else welch,
+        method=pairing.method,
+        welch=welch,
+        paired=paired,
+        correlation=correlation(pair_a, pair_b),
+        seeds_needed=_seeds_needed(delta, paired_sd, arm_sds),
+        seeds_needed_paper=_seeds_needed(paper, paired_sd, arm_sds),
+    )
+
+
+def build_row(
+    experiment: str, group: list[TrainingRun], baseline: list[TrainingRun] | None, interval: str = "auto"
+) -> AblationRow:
+    compared = baseline is not None and experiment != BASELINE_EXPERIMENT
+    pairing = pair_runs(group, baseline, interval) if compared else None
+    changes = (
+        {column[0]: _change(experiment, column, group, baseline, pairing) for column in ERROR_COLUMNS}
+        if compared
+        else {}
+    )
     return AblationRow(
         experiment=experiment,
         component=component(experiment),
         n_runs=len(group),
-        seeds=tuple(sorted((run.seed for run in group), key=_seed_order)),
+        seeds=tuple(sorted((run.seed for run in group), key=seed_order)),
         errors={column: summarize(_percent(group, metric)) for column, metric, _ in ERROR_COLUMNS},
-        change={} if baseline is None or experiment == BASELINE_EXPERIMENT else _changes(group, baseline),
+        change=changes if compared else {},
         paper={metric: paper_change(experiment, metric) for metric in ("top1", "top5")},
         weights=weights_label(group),
         dataset_digest=group[0].digest,
+        method=pairing.method if pairing else "",
+        method_reason=pairing.reason if pairing else "",
+        n_pairs=len(pairing.pairs) if pairing else 0,
+        lr_drops_differ=tuple(lr_drop_mismatches(same_seed_pairs(group, baseline))) if compared else (),
     )
 
 
-def build_rows(runs: Iterable[TrainingRun]) -> list[AblationRow]:
+def build_rows(runs: Iterable[TrainingRun], interval: str = "auto") -> list[AblationRow]:
     """Groups usable runs (all of one prep: see runs.split_by_lineage) by their `experiment` tag and
     summarises each group; baseline first."""
     by_experiment: dict[str, list[TrainingRun]] = defaultdict(list)
@@ -116,10 +203,6 @@ def build_rows(runs: Iterable[TrainingRun]) -> list[AblationRow]:
         raise ValueError(f"runs of {len(digests)} dataset digests in one table: {sorted(digests)}")
     baseline = by_experiment.get(BASELINE_EXPERIMENT)
     return [
-        build_row(experiment, by_experiment[experiment], baseline)
+        build_row(experiment, by_experiment[experiment], baseline, interval)
         for experiment in sorted(by_experiment, key=experiment_sort_key)
     ]
-
-
-def _seed_order(seed: str) -> tuple[int, str]:
-    return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)

@@ -47,6 +47,22 @@ TAG_STRATEGY = "strategy"
 TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
 TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training
 TAG_EVAL_WEIGHTS = "eval_weights"  # which weights the eval/* metrics score: final | best | checkpoint <file>
+# Common random numbers: two runs with the same seed and equal tags start from the same weights (crn_init: a
+# hash of the initial parameters) and see the same samples, crops, flips and PCA lighting draws (crn_data: a
+# hash of what the data stream is a function of). compare pairs such runs by seed (pipeline.report.pairing).
+TAG_CRN_INIT = "crn_init"
+TAG_CRN_DATA = "crn_data"
+# The lr policy (training.lr_policy): the epochs whose validation dropped the rate, with the reasons (a JSON
+# list of {"epoch", "lr", "reason"}), and the epoch at which learning counted as started (no drop before it).
+TAG_LR_DROPS = "lr_drops"
+TAG_LR_LEARNING_STARTED = "lr_learning_started_epoch"
+# The machine a run trained on (pipeline.tracking.machine): results are bit-identical only on the same one.
+TAG_CPU_MODEL = "cpu_model"
+TAG_CPU_VECTOR = "cpu_vector_extensions"
+TAG_TORCH_CPU_CAPABILITY = "torch_cpu_capability"
+TAG_GPU_NAME = "gpu_name"
+TAG_CUDA_VERSION = "cuda_version"
+TAG_TORCH_VERSION = "torch_version"
 EVAL_WEIGHTS_FINAL = "final"
 EVAL_WEIGHTS_BEST = "best"
 

@@ -8,6 +8,7 @@ rebuilds the whole model from the checkpoint alone. ``split_devices`` builds the
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from pipeline.models import AlexNet, AlexNetHParams, SplitAlexNet
 from pipeline.models.cpu_memory import reuse_freed_memory
 from pipeline.tracking import keys
-from pipeline.training.lr_policy import PlateauDrops
+from pipeline.tracking.writer import run_writer
+from pipeline.training.lr_policy import DEFAULT_START_MARGIN, PlateauDrops
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ class AlexNetModule(LightningModule):
         lr_factor, lr_patience, max_lr_drops: the paper's policy (``training.lr_policy.PlateauDrops``): lr x
             ``lr_factor`` on the ``lr_patience``-th epoch in a row without a new best val top-1 error, at most
             ``max_lr_drops`` times; the next plateau ends training (the paper: /10, three times, then stop).
+        lr_start_margin: no drop before learning has started: the best val top-1 error at least this fraction
+            of chance below chance (``PlateauDrops``; 0.1: 0.81 for 10 classes). Each drop, its epoch and its
+            reason go to the run's ``lr_drops`` tag, the start to ``lr_learning_started_epoch``.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class AlexNetModule(LightningModule):
         lr_factor: float = 0.1,
         lr_patience: int = 5,
         max_lr_drops: int = 3,
+        lr_start_margin: float = DEFAULT_START_MARGIN,
         **net: Any,
     ) -> None:
         super().__init__()
@@ -199,7 +205,12 @@ class AlexNetModule(LightningModule):
         except RuntimeError:  # parameters on a device without fused kernels
             optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
         scheduler = PlateauDrops(
-            optimizer, factor=hp.lr_factor, patience=hp.lr_patience, max_drops=hp.max_lr_drops
+            optimizer,
+            factor=hp.lr_factor,
+            patience=hp.lr_patience,
+            max_drops=hp.max_lr_drops,
+            chance_error=1.0 - 1.0 / hp.num_classes,
+            start_margin=hp.get("lr_start_margin", DEFAULT_START_MARGIN),
         )
         return {
             "optimizer": optimizer,
@@ -214,7 +225,16 @@ class AlexNetModule(LightningModule):
         }
 
     def lr_scheduler_step(self, scheduler: PlateauDrops, metric: Any) -> None:
-        scheduler.step(metric)
+        drops = scheduler.drops
+        scheduler.step(metric, epoch=self.current_epoch)
+        if scheduler.drops > drops:
+            drop = scheduler.drop_log[-1]
+            log.info("lr policy: epoch %d: lr -> %.3g (%s)", drop["epoch"], drop["lr"], drop["reason"])
+        if self.trainer.is_global_zero and (writer := run_writer(self.trainer)) is not None:
+            # every epoch, so a resumed or crashed run holds its drops so far (through the outbox: no wait)
+            writer.set_tag(keys.TAG_LR_DROPS, json.dumps(scheduler.drop_log))
+            started = scheduler.learning_started_epoch
+            writer.set_tag(keys.TAG_LR_LEARNING_STARTED, "not yet" if started is None else str(started))
         if scheduler.exhausted and not self.trainer.should_stop:
             # the last rate has plateaued too: the paper's end of training (the job stops after this epoch)
             log.info("lr policy: plateau after %d lr drops; training ends", scheduler.drops)

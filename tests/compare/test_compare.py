@@ -19,7 +19,7 @@ from pipeline.compare import REPORT_ARTIFACT_DIR, Comparison, compare, main
 from pipeline.report.figures import CHANGES_PNG, GAP_PNG, VAL_CURVES_PNG
 from pipeline.report.formats import signed
 from pipeline.report.runs import epoch_history
-from pipeline.report.stats import welch_interval
+from pipeline.report.stats import paired_interval, welch_interval
 from pipeline.report.ui_link import SHARED_VIEW_TAG_PREFIX
 from pipeline.tracking import keys
 from tests.helpers.compare_study import OTHER_STUDY, TrainedStudy
@@ -100,7 +100,11 @@ def test_mean_std_and_change_are_those_of_the_runs(trained_study: TrainedStudy, 
         change = rows["no_lrn"].change[column]
         assert change.delta == pytest.approx(statistics.fmean(no_lrn) - statistics.fmean(baseline))
         interval = welch_interval(no_lrn, baseline)
-        assert (change.ci95.low, change.ci95.high) == pytest.approx((interval.low, interval.high))
+        assert (change.welch.low, change.welch.high) == pytest.approx((interval.low, interval.high))
+        # seeds 1, 2 in both arms, same init and data stream: the table reads the paired interval
+        paired = paired_interval(no_lrn, baseline)
+        assert (change.method, change.ci95) == ("paired", change.paired)
+        assert (change.ci95.low, change.ci95.high) == pytest.approx((paired.low, paired.high))
         assert column not in rows["baseline"].change
     assert rows["no_lrn"].paper["top1"].exact == 1.4
     assert rows["no_lrn"].paper["top5"].exact == 1.2

@@ -112,7 +112,7 @@ def test_json_interface_holds_the_documented_fields(store, tmp_path: Path, capsy
     ]
     assert main([*argv, "log=false"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["schema_version"] == 2 and document["paper_baseline"] == {
+    assert document["schema_version"] == 3 and document["paper_baseline"] == {
         "top1_tencrop": 40.7,
         "top5_tencrop": 18.2,
     }
