@@ -30,7 +30,7 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(REPO)]  # run from anywhere, without installing
 
 from scale_tree import IMAGENET_CLASSES, IMAGENET_TRAIN, make_tree  # noqa: E402
 
