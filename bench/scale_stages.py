@@ -1,0 +1,107 @@
+"""One stage of bench/scale.py in a fresh process, so that each stage's peak RSS is its own.
+
+    python bench/scale_stages.py STAGE '{"out": ..., ...}'    # prints one JSON line
+
+Memory, in MiB: ``rss_mib`` is this process's peak (getrusage), ``start_rss_mib`` the same just before the
+stage (after its imports: torch alone is ~500 MiB here), so the stage's own growth is the difference;
+``workers_rss_mib`` is the peak of the summed RSS of this process's children (prep's workers), sampled every
+50 ms with psutil. (RUSAGE_CHILDREN is no use here: importing torch in this venv reaps a ~430 MiB child.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def prep(source: str, out: str, workers: int) -> dict:
+    from data_prep.manifest import MANIFEST_NAME
+    from data_prep.prep import run_prep
+
+    start = time.perf_counter()
+    manifest = run_prep(source, out, workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    images = sum(split.samples for split in manifest.splits.values())
+    return {
+        "seconds": seconds, "images": images, "images_per_s": images / seconds, "workers": workers,
+        "manifest_bytes": (Path(out) / MANIFEST_NAME).stat().st_size, "rejected": len(manifest.rejected),
+        "shards": sum(len(split.shards) for split in manifest.splits.values()),
+    }  # fmt: skip
+
+
+def verify(out: str) -> dict:
+    from data_prep.manifest import load_manifest
+    from data_prep.verify import verify_shards
+
+    start = time.perf_counter()
+    problems = verify_shards(load_manifest(out))
+    return {"seconds": time.perf_counter() - start, "problems": len(problems)}
+
+
+def _stages() -> dict:
+    # every stage's imports first, so that start_rss_mib holds them and the stage's growth is its own
+    from scale_data import loader_epoch, resume_position, span_tables
+    from scale_tracking import tracking_stage
+
+    import data_prep.prep  # noqa: F401
+    import data_prep.verify  # noqa: F401
+
+    return {
+        "prep": prep,
+        "verify": verify,
+        "loader": loader_epoch,
+        "spans": span_tables,
+        "resume": resume_position,
+        "tracking": tracking_stage,
+    }
+
+
+def self_peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class ChildrenPeak(threading.Thread):
+    """The peak of the summed RSS of this process's descendants, sampled until ``stop``."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self.done = 0, threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.done.wait(0.05):
+            total = 0
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return self.peak / 2**20
+
+
+def main() -> None:
+    stage, arguments = sys.argv[1], json.loads(sys.argv[2])
+    run = _stages()[stage]
+    start_rss, sampler = self_peak_mib(), ChildrenPeak()
+    sampler.start()
+    result = run(**arguments)
+    workers = sampler.stop()
+    memory = {"rss_mib": self_peak_mib(), "start_rss_mib": start_rss, "workers_rss_mib": workers}
+    print(json.dumps({**result, **memory}))
+
+
+if __name__ == "__main__":
+    main()
