@@ -62,7 +62,7 @@ def overrides(ctx: Context, sizes: dict, shards: Path, uri: str) -> list[str]:
         f"trainer.precision={sizes['precision']}",
         f"trainer.max_epochs={sizes['epochs']}",
         "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=5",
+        f"trainer.log_every_n_steps={1 if ctx.quick else 5}",  # quick: 3 steps an epoch
         "name=gpu_check",
         f"paths.output_dir={run_dir}",
         f"hydra.run.dir={run_dir}",

@@ -36,7 +36,7 @@ def _losses(net: torch.nn.Module, images, labels, dtype: torch.dtype | None, dev
 
 
 def run(ctx: Context) -> StepResult:
-    batch, width = (8, 0.25) if ctx.quick else (128, 1.0)
+    batch, width = (4, 0.125) if ctx.quick else (128, 1.0)
     torch.manual_seed(0)
     net = AlexNet(1000, width=width, dropout=0.0).to(ctx.device)
     generator = torch.Generator().manual_seed(1)

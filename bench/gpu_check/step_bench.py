@@ -15,7 +15,7 @@ import statistics
 
 import torch
 
-from bench.gpu_check.common import PASS, Context, StepResult, device_name, peak_share, verdict
+from bench.gpu_check.common import Context, StepResult, device_name, peak_share, verdict
 from bench.step import BASELINE, measure
 
 SETTINGS = (
@@ -32,13 +32,13 @@ SETTINGS = (
 
 def _args(ctx: Context) -> argparse.Namespace:
     if ctx.quick:
-        return argparse.Namespace(width=0.125, warmup=1, rounds=2, steps=1)
+        return argparse.Namespace(width=0.0625, warmup=0, rounds=1, steps=1)
     return argparse.Namespace(width=1.0, warmup=3, rounds=5, steps=5)
 
 
 def run(ctx: Context, batch: int) -> StepResult:
     if ctx.quick:
-        batch = min(batch, 8)
+        batch = batch // 64  # 2 and 8: the same code at a size a small CPU runs in seconds
     if ctx.cuda:
         torch.backends.cudnn.benchmark = True  # as Lightning's trainer would for fixed shapes
     names = [name for name in SETTINGS if not (ctx.quick and "compile" in name)]
@@ -62,5 +62,4 @@ def run(ctx: Context, batch: int) -> StepResult:
     }
     details = {"batch": batch, "width": args.width, "rounds": args.rounds, "steps_per_round": args.steps,
                "device": gpu, "settings": rows, "checks": checks}  # fmt: skip
-    status = verdict(checks)
-    return StepResult(status if status != PASS else PASS, details)
+    return StepResult(verdict(checks), details)
