@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny net, few images and steps")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--images", type=int, help="samples in the generated shards (12,000; quick: 120)")
-    parser.add_argument("--warmup", type=int, help="untimed steps per row: worker start, cudnn (12; quick: 2)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per row: workers, cudnn (12; quick: 2)")
     parser.add_argument("--workers", type=int, nargs="+", help="decode=workers rows (4 8 16; quick: 1 2)")
     parser.add_argument("--device-workers", type=int, default=4, help="byte-reading workers of decode=device")
     parser.add_argument("--width", type=float, default=1.0, help="net width (1 = the paper's net)")
