@@ -3,8 +3,11 @@ single-device grouped net with the same weights: logits, loss and every gradient
 
 The two compute the same function; they differ only in summation order (two convolutions instead of one
 grouped one, fc8 in two partial products), so in fp32 the bound is 1e-4 relative to the largest value for
-the logits and 1e-3 for gradients (TF32, where cuDNN picks it for convolutions, rounds to 10 bits; 1e-3 is
-above what two summation orders in TF32 differ by on a batch of this size).
+the logits and 1e-3 for each gradient's RMS error relative to its norm (TF32, where cuDNN picks it for
+convolutions, rounds to 10 bits). RMS, not the largest element: where two values in a max-pool window are
+within rounding of each other, the two nets may route that window's gradient to different inputs, a
+legitimate difference that moved single elements by up to 2% of the largest (seen on the CPU with an
+unseeded init; the net is seeded now).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.gpu_check.common import Context, StepResult, max_relative, verdict
+from bench.gpu_check.common import Context, StepResult, max_relative, rms_relative, verdict
 from pipeline.models.alexnet import AlexNet
 from pipeline.models.split import SplitAlexNet
 
@@ -30,6 +33,7 @@ def _forward_backward(net: torch.nn.Module, images: torch.Tensor, labels: torch.
 def run(ctx: Context) -> StepResult:
     batch, width = (4, 0.25) if ctx.quick else (64, 1.0)
     device = ctx.device
+    torch.manual_seed(0)
     grouped = AlexNet(1000, width=width, dropout=0.0).to(device)
     split = SplitAlexNet(1000, width=width, dropout=0.0, devices=(device, device))
     split.load_state_dict(grouped.state_dict())
@@ -43,7 +47,7 @@ def run(ctx: Context) -> StepResult:
     merged = AlexNet(1000, width=width, dropout=0.0).to(device)
     merged.load_state_dict(_grad_state_dict(split))
     grad_errors = {
-        name: max_relative(dict(merged.named_parameters())[name].detach(), grad)
+        name: rms_relative(dict(merged.named_parameters())[name].detach(), grad)
         for name, grad in grads.items()
     }
     checks = {
