@@ -33,6 +33,15 @@ done
 [[ -n $out ]] || { echo "scripts/gpu_check.sh: OUT_DIR missing; $usage" >&2; exit 2; }
 [[ $device == cuda || $device == cpu ]] || { echo "scripts/gpu_check.sh: --device $device: use cuda or cpu" >&2; exit 2; }
 budget=${budget:-$([[ -n $quick ]] && echo 900 || echo 450)}
+[[ $budget =~ ^[0-9]+$ ]] || { echo "scripts/gpu_check.sh: --budget $budget: give whole seconds" >&2; exit 2; }
+declare -A box=([environment]=60 [lrn]=60 [decode]=60 [bf16]=60 [split]=60 [end_to_end]=180
+                [step_b128]=120 [step_b512]=120 [loaders]=180)
+order_all=(environment lrn decode bf16 split end_to_end step_b128 step_b512 loaders)
+order=("${order_all[@]}")
+if [[ -n $only ]]; then read -ra order <<<"$only"; fi
+for step in "${order[@]}"; do
+    [[ -n ${box[$step]:-} ]] || { echo "scripts/gpu_check.sh: unknown step $step (steps: ${order_all[*]})" >&2; exit 2; }
+done
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 work=${work:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 mkdir -p "$work/steps" && work=$(cd "$work" && pwd)
@@ -55,13 +64,6 @@ if ! "$python" -c "import hydra, omegaconf, mlflow, webdataset, braceexpand" 2>/
     fi
 fi
 
-declare -A box=([environment]=60 [lrn]=60 [decode]=60 [bf16]=60 [split]=60 [end_to_end]=180
-                [step_b128]=120 [step_b512]=120 [loaders]=180)
-order=(environment lrn decode bf16 split end_to_end step_b128 step_b512 loaders)
-if [[ -n $only ]]; then read -ra order <<<"$only"; fi
-for step in "${order[@]}"; do
-    [[ -n ${box[$step]:-} ]] || { echo "scripts/gpu_check.sh: unknown step $step (steps: ${!box[*]})" >&2; exit 2; }
-done
 steps_json=$(printf '"%s",' "${order[@]}")
 cat >"$work/run.json" <<EOF
 {"device": "$device", "quick": $([[ -n $quick ]] && echo true || echo false), "budget_s": $budget,

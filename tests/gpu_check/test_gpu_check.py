@@ -114,12 +114,13 @@ def test_a_step_that_would_overrun_the_budget_is_skipped_and_said_so(tmp_path) -
         ((), "OUT_DIR missing"),
         (("out", "--device", "tpu"), "--device tpu: use cuda or cpu"),
         (("out", "--steps", "lrn nonsense"), "unknown step nonsense"),
+        (("out", "--budget", "soon"), "--budget soon: give whole seconds"),
     ],
 )
 def test_bad_arguments_name_the_fix_and_exit_2(tmp_path, args, message) -> None:
     done = _run_script(*(str(tmp_path / a) if a == "out" else a for a in args), timeout_s=60)
     assert done.returncode == 2 and message in done.stderr
-    assert not (tmp_path / "out" / "gpu_check.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing created
 
 
 @pytest.mark.parametrize(
