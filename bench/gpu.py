@@ -184,9 +184,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny net, few images and steps")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--images", type=int, default=12_000, help="samples in the generated shards")
-    parser.add_argument("--warmup", type=int, default=12, help="untimed steps per row (worker start, cudnn)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--images", type=int, help="samples in the generated shards (12,000; quick: 120)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per row: workers, cudnn (12; quick: 2)")
+    parser.add_argument("--workers", type=int, nargs="+", help="decode=workers rows (4 8 16; quick: 1 2)")
     parser.add_argument("--device-workers", type=int, default=4, help="byte-reading workers of decode=device")
     parser.add_argument("--width", type=float, default=1.0, help="net width (1 = the paper's net)")
     parser.add_argument(
@@ -194,9 +194,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
-    if args.quick:
-        args.batch, args.images, args.warmup, args.width = 8, 120, 2, 0.125
-        args.workers, args.device_workers = [1, 2], 1
+    quick = args.quick  # smaller defaults; --images, --warmup and --workers given explicitly still win
+    args.images = args.images or (120 if quick else 12_000)
+    args.warmup = args.warmup if args.warmup is not None else (2 if quick else 12)
+    args.workers = args.workers or ([1, 2] if quick else [4, 8, 16])
+    if quick:
+        args.batch, args.width, args.device_workers = 8, 0.125, 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run with --device cpu (and --quick) to check the script")
