@@ -3,10 +3,12 @@ top-5 classes, loadable in a fresh process, registered as a version, and scored 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,6 +21,7 @@ from PIL import Image
 from data_prep.manifest import load_manifest
 from pipeline.evaluate import main as evaluate_main
 from pipeline.tracking import keys
+from tests.helpers.mlflow_server import free_port, wait_healthy
 from tests.helpers.paths import REPO
 from tests.serving.conftest import REGISTERED_NAME, LoggedRun
 
@@ -103,3 +106,40 @@ def test_evaluate_scores_a_registered_model_as_the_run_did(logged_run: LoggedRun
     for key in EVAL_ERRORS:
         assert scored[key] == pytest.approx(run.data.metrics[key], abs=1e-6)
     assert scored[keys.EVAL_IMAGES] == run.data.metrics[keys.EVAL_IMAGES]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_jpeg_over_rest(
+    logged_run: LoggedRun, unseen_jpeg: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": logged_run.uri, "PYTHONPATH": str(REPO)}
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", logged_run.model_uri,
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(url, server, log)
+        body = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[base64.b64encode(unseen_jpeg.read_bytes()).decode()]],
+            }
+        }
+        request = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    [row] = answer["predictions"]
+    model = mlflow.pyfunc.load_model(logged_run.model_uri)
+    expected = model.predict(pd.DataFrame({"image": [unseen_jpeg.read_bytes()]})).iloc[0]
+    assert row["wnids"] == expected["wnids"]
+    assert row["probabilities"] == pytest.approx(expected["probabilities"], rel=1e-5)
