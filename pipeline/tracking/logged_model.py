@@ -92,11 +92,25 @@ def log_pyfunc_model(
             signature=signature,
             input_example=input_example,
             step=step,
-            registered_model_name=registered_model_name,
             pip_requirements=list(requirements or pip_requirements()),
         )
 
-    return with_retries(log_once, what=f"logging the model into MLflow run {run_id}")
+    info = with_retries(log_once, what=f"logging the model into MLflow run {run_id}")
+    if registered_model_name is not None:  # retried on its own: a failed registration never logs it twice
+        version = with_retries(
+            lambda: mlflow.register_model(info.model_uri, registered_model_name),
+            what=f"registering {info.model_uri} as {registered_model_name}",
+        )
+        info.registered_model_version = int(version.version)
+    return info
+
+
+def check_model_name(name: str) -> None:
+    """The registry's rule for names, checked before training rather than after it."""
+    if not name.strip() or any(c in name for c in "/:"):
+        raise ValueError(
+            f"logger.register_model={name!r}: a registered model name, not empty, without '/' or ':'"
+        )
 
 
 def source_run_of(model_uri: str) -> str | None:

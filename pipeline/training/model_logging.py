@@ -25,7 +25,7 @@ from pipeline.data import ShardDataModule
 from pipeline.serving import model_code
 from pipeline.serving.bundle import ModelCard, write_bundle
 from pipeline.serving.classifier import IMAGE_COLUMN, signature
-from pipeline.tracking.logged_model import log_pyfunc_model
+from pipeline.tracking.logged_model import check_model_name, log_pyfunc_model
 from pipeline.tracking.writer import run_writer
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ class LogModel(Callback):
             raise ValueError(
                 f"callbacks.log_model.weights must be one of {', '.join(WEIGHTS)} (got {weights!r})"
             )
-        if register_model is not None and not str(register_model).strip():
-            raise ValueError("logger.register_model must be a model name or null (got an empty string)")
+        if register_model is not None:
+            check_model_name(str(register_model))
         self.enabled = enabled
         self.weights = weights
         self.register_model = register_model

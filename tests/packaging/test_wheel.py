@@ -67,6 +67,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         "install",
         "--no-deps",
         "--no-index",
+        "--ignore-installed",  # this venv's editable install is visible through the .pth: not "already there"
         "-q",
         str(wheel),
     ]
