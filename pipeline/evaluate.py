@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_overrides(PROGRAM, sys.argv[1:] if argv is None else argv, FIELDS)
     if sum(args[name] is not None for name in ("run_id", "checkpoint", "model_uri")) != 1:
         fail(PROGRAM, "give exactly one of run_id=ID, checkpoint=PATH and model_uri=URI")
+    try:
+        args["device"] = str(resolve_device(args["device"]))
+    except ValueError as error:
+        fail(PROGRAM, str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     uri = resolve_tracking_uri(args["tracking_uri"])
     check_reachable(uri)
