@@ -1,5 +1,5 @@
 # The training image for GPU clusters: `python -m pipeline.train` with the project installed by the same
-# scripts/install.sh as the README and CI (without the dev extra).
+# scripts/install.sh as the README and CI (every dependency at the exact version and hash of requirements.lock).
 #   docker build -t alexnet-pipeline .
 #   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 -t alexnet-pipeline .
 #   docker run --gpus all --ipc=host -v "$PWD/data:/data" -v "$PWD/runs:/workspace" alexnet-pipeline \
