@@ -40,7 +40,7 @@ def to_uint8_chw(image: Any) -> torch.Tensor:
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"an image array must be [H, W, 3] or [H, W] (got shape {pixels.shape})")
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+    return torch.tensor(pixels).permute(2, 0, 1)  # a copy: PIL's and callers' arrays may be read-only
 
 
 def views(image: torch.Tensor, *, crop: int, full_size: int, crops: str, mean: torch.Tensor) -> torch.Tensor:
