@@ -1,5 +1,5 @@
 # The training image for GPU clusters: `python -m pipeline.train` with the project installed by the same
-# scripts/install.sh as the README and CI (without the dev extra).
+# scripts/install.sh as the README and CI (every dependency at the exact version and hash of requirements.lock).
 #   docker build -t alexnet-pipeline .
 #   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 -t alexnet-pipeline .
 #   docker run --gpus all --ipc=host -v "$PWD/data:/data" -v "$PWD/runs:/workspace" alexnet-pipeline \
@@ -25,16 +25,17 @@ RUN useradd --create-home --uid "${USER_UID}" --shell /bin/bash alexnet \
     && chown alexnet:alexnet /workspace
 
 WORKDIR /opt/alexnet-pipeline
-# The dependencies (torch and its CUDA libraries: 6.6 GB) in a layer of their own, which only pyproject.toml
-# and install.sh invalidate: editing the code rebuilds the small layers below.
+# The dependencies (torch and its CUDA libraries: 6.6 GB), at the exact versions and hashes of requirements.lock,
+# in a layer of their own, which only the lock, pyproject.toml and the two scripts invalidate: editing the code
+# rebuilds the small layers below.
 # PIP_CONFIG_FILE: a pip configuration for the build only (a local wheelhouse or index, constraints, a CA
 # bundle), mounted with `podman build --volume` as scripts/container.sh does; it is not kept in the image.
 # DEPS_INPUTS: a digest of what that configuration makes pip see; a new value rebuilds the dependency layer.
 ARG PIP_CONFIG_FILE
 ARG DEPS_INPUTS=""
-COPY pyproject.toml ./
-COPY scripts/install.sh scripts/
-RUN INSTALL_EXTRAS="" INSTALL_ONLY_DEPS=1 PYTHON=python3 scripts/install.sh /opt/venv \
+COPY pyproject.toml requirements.lock ./
+COPY scripts/install.sh scripts/lock.py scripts/
+RUN INSTALL_ONLY_DEPS=1 PYTHON=python3 scripts/install.sh /opt/venv \
     && rm -rf /root/.cache/pip
 
 COPY README.md ./
@@ -46,7 +47,7 @@ COPY conf/ conf/
 # The image is for GPUs and carries no C++ compiler: the fused CPU LRN kernel is not built, and LRN on a CPU
 # runs as torch ops (pipeline/models/lrn_kernel.py).
 ENV ALEXNET_FUSED_LRN=0
-RUN INSTALL_EXTRAS="" PYTHON=python3 scripts/install.sh /opt/venv \
+RUN PYTHON=python3 scripts/install.sh /opt/venv \
     && rm -rf /root/.cache/pip
 
 ENV PATH="/opt/venv/bin:${PATH}" \

@@ -2,11 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast lint bench
+.PHONY: install demo test test-fast lint bench lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+$(VENV)/.installed: pyproject.toml requirements.lock scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
@@ -25,3 +25,9 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# requirements.lock from pyproject.toml (exact versions and hashes; uv pip compile --universal, Python 3.11):
+# run it after changing a dependency, and commit the lock. scripts/install.sh refuses a stale lock.
+lock:
+	$(PY) -m pip install --disable-pip-version-check --quiet "uv>=0.9"
+	$(PY) scripts/lock.py

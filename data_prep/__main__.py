@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.utils import to_absolute_path
@@ -15,9 +14,9 @@ from data_prep.prep import run_prep
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-# Absolute, not "../conf": Hydra resolves a relative config_path against the *module* when the app starts from
-# the alexnet-prep console script (and then looks for a Python package named conf); a path always works.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The configs as package resources (alexnet_common/conf links to conf/): found the same way from a checkout,
+# an editable install and an installed wheel, whatever the working directory or the console script.
+CONF_DIR = "pkg://alexnet_common.conf"
 
 
 def _path(value: str | None) -> str | None:

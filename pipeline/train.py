@@ -204,7 +204,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return _results(trainer, shared.run_id)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# The configs as package resources (alexnet_common/conf links to conf/): a checkout or an installed wheel.
+@hydra.main(version_base="1.3", config_path="pkg://alexnet_common.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     result = train(cfg)
     log.info("run %s: %s", result["run_id"], {k: v for k, v in result.items() if k.startswith("val/")})

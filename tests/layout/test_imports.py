@@ -35,7 +35,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "pipeline.data",
         "pipeline.checkpoints",
         "pipeline.tracking",
+        "pipeline.serving",
     ),
+    # the logged model's code: what a fresh process imports to load it (the net, the data's resize)
+    "pipeline.serving": ("pipeline.serving", "pipeline.models", "pipeline.data.transforms"),
 }
 COMMANDS = ("pipeline.train", "pipeline.evaluate", "pipeline.compare")
 PACKAGE_ROOTS = ("pipeline", "data_prep", "alexnet_common")  # their __init__ modules hold no code to police

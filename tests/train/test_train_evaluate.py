@@ -45,7 +45,7 @@ def test_evaluate_needs_exactly_one_of_run_and_checkpoint(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["batch_size=8"])
     assert exit_info.value.code == 2
-    assert "exactly one of run_id=ID and checkpoint=PATH" in capsys.readouterr().err
+    assert "exactly one of run_id=ID, checkpoint=PATH and model_uri=URI" in capsys.readouterr().err
 
 
 def test_the_centre_crop_of_ten_is_the_validation_crop(demo_shards):
