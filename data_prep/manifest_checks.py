@@ -210,6 +210,10 @@ def explain_root(root: Path, manifest_name: str) -> str:
             f"data.root {root} is a file, not a folder; set data.root to the data_prep output folder "
             f"(the one holding {manifest_name}, train/ and val/)"
         )
+    if (root.parent / manifest_name).is_file():
+        return (
+            f"data.root {root} is a folder inside a prep output; set data.root={root.parent} (its manifest's)"
+        )
     if not any(root.iterdir()):
         empty = "the folder is empty; set data.root to a prep output"
         return f"no {manifest_name} in {root}: {empty} or run `{prep}`"

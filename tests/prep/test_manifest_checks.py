@@ -169,10 +169,19 @@ def _in_progress_old_layout(root: Path) -> Path:
     return root
 
 
+def _shard_folder(root: Path) -> Path:
+    (_write(root, GOOD) / "train").mkdir()
+    return root / "train"
+
+
 ROOTS = {  # how the folder is made -> what the message must say
     "missing": (lambda root: root, r"data.root .* does not exist; make it with `python -m data_prep"),
     "a file": (_file, r"data.root .* is a file, not a folder; set data.root to the data_prep output folder"),
     "the manifest": (_manifest_file, r"is the manifest itself; set data.root=.*shards \(its folder\)"),
+    "a shard folder": (
+        _shard_folder,
+        r"data.root .*shards/train is a folder inside a prep output; set data.root=.*shards ",
+    ),
     "empty": (
         _empty,
         r"no manifest.json in .*: the folder is empty; set data.root .* or run `python -m data_prep",
