@@ -14,7 +14,8 @@ written once as class folders and once as WebDataset shards with a manifest.
   with it off: the first pass over the shards, where every shard is read whole and hashed (its verdicts are
   reset before every timed epoch), and a later pass, where the verdicts are kept and nothing is hashed. Their
   ratio to the unchecked row is the median over rounds of images per CPU-second of this process, each round
-  timing the rows in turn: on a shared machine the neighbours' load moves the wall clock, not that.
+  timing the rows in turn, in a shuffled order: on a shared machine the neighbours' load moves the wall clock,
+  not that. A second unchecked loader (the control row) shows how far two identical rows differ.
 
     .venv/bin/python bench/loader.py [--images 512] [--rounds 5] [--batch-size 128]
 """
@@ -153,15 +154,23 @@ def main() -> None:
             "shards + batch normalise on CPU": (dm.train_dataloader(), normalise, keep),
             "shards, verify: first pass": (checked.train_dataloader(), None, forget),
             "shards, verify: verified": (checked.train_dataloader(), None, keep),
+            "shards, unchecked (control)": (
+                ShardDataModule(root, verify="off", **settings).train_dataloader(),
+                None,
+                keep,
+            ),
         }
         for loader, finish, reset in paths.values():  # warm-up: page cache, lazy imports
             reset()
             time_epoch(loader, finish or (lambda x: x))
         best = dict.fromkeys(paths, 0.0)
         ratios: dict[str, list[float]] = {name: [] for name in paths}  # against the unchecked row, same round
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             rates = {}
-            for name, (loader, finish, reset) in paths.items():
+            order = list(paths)
+            random.Random(round_).shuffle(order)  # no row always runs after the same one
+            for name in order:
+                loader, finish, reset = paths[name]
                 reset()  # the first-pass row: every shard unchecked again, hashed as it is read
                 seen, seconds, cpu = time_epoch(loader, finish or (lambda x: x))
                 rates[name] = seen / cpu  # per CPU-second: the neighbours on a shared machine do not count
@@ -180,7 +189,9 @@ def main() -> None:
     for name, rate in best.items():
         median = statistics.median(ratios[name])
         against = (
-            f"   {median:5.3f}x of unchecked per CPU-second (median of rounds)" if "verify" in name else ""
+            f"   {median:5.3f}x of unchecked per CPU-second (median of rounds)"
+            if "verify" in name or "control" in name
+            else ""
         )
         print(f"  {name:32s} {rate:8.0f} images/s   {rate / baseline:5.2f}x{against}")
 
