@@ -2,7 +2,8 @@
 
 The first time a process's loaders open a shard, the worker reads the whole file into memory, hashes it, and
 parses the samples from that memory: the bytes that reach a training step are the bytes that were hashed, and
-reading a shard whole costs nothing extra (the loader reads shards sequentially anyway). The verdict is kept
+the shard is read once, not once to check and again to train (a worker whose share starts or ends inside a
+shard reads that shard whole the first time; its cost: docs/benchmarks.md). The verdict is kept
 in shared memory per shard with the file's (size, mtime_ns), so the other workers, later epochs and the eval
 loaders open a verified shard straight from disk; a file changed since (another size or mtime) is hashed
 again. Each process checks the bytes it reads itself: ranks on other nodes may read other copies.
