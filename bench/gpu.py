@@ -24,6 +24,7 @@ wheels import from there as they are.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -132,7 +133,9 @@ def make_shards(root: Path, images: int, seed: int = 0) -> Path:
     values, vectors = np.linalg.eigh(second - np.outer(mean, mean))
     order = np.argsort(values)[::-1]
     shards = [
-        ShardInfo(f"train/{name}", count, (root / "train" / name).stat().st_size, "")
+        ShardInfo(
+            f"train/{name}", count, (root / "train" / name).stat().st_size, _sha256(root / "train" / name)
+        )
         for name, count, _ in results
     ]
     stats = Stats(images, mean.tolist(), np.sqrt(np.diag(second - np.outer(mean, mean))).tolist(),
@@ -140,6 +143,11 @@ def make_shards(root: Path, images: int, seed: int = 0) -> Path:
     classes = [ClassInfo(i, f"n{i:08d}", f"class {i}") for i in range(CLASSES)]
     save_manifest(Manifest(root, classes, {"train": SplitInfo(images, shards)}, stats, {"resize": "paper"}))
     return root
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ written once as class folders and once as WebDataset shards with a manifest.
   on uint8, batch): what a worker does. A second row adds the DataModule's per-batch float conversion + PCA
   lighting + mean subtraction on the CPU; in training that runs once per batch on the device (free on a GPU),
   in the main process, not in the workers.
+- data.verify (each shard checked against the manifest's sha256, pipeline/data/shard_checks.py), side by side
+  with it off: the first pass over the shards, where every shard is read whole and hashed (its verdicts are
+  reset before every timed epoch), and a later pass, where the verdicts are kept and nothing is hashed. Their
+  ratio to the unchecked row is the median over rounds of images per CPU-second of this process, each round
+  timing the rows in turn, in a shuffled order: on a shared machine the neighbours' load moves the wall clock,
+  not that. A second unchecked loader (the control row) shows how far two identical rows differ.
 
     .venv/bin/python bench/loader.py [--images 512] [--rounds 5] [--batch-size 128]
 """
@@ -17,8 +23,10 @@ written once as class folders and once as WebDataset shards with a manifest.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -80,7 +88,8 @@ def make_shards(out: Path, images: list[tuple[Path, int]]) -> Path:
                     {"__key__": path.stem, "jpg": path.read_bytes(), "cls": str(label).encode(), "json": meta}
                 )
                 pixels.append(np.asarray(Image.open(path), dtype=np.float64)[::8, ::8].reshape(-1, 3))
-        shards.append(ShardInfo(name, len(chunk), (root / name).stat().st_size, ""))
+        data = (root / name).read_bytes()
+        shards.append(ShardInfo(name, len(chunk), len(data), hashlib.sha256(data).hexdigest()))
     flat = np.concatenate(pixels)
     values, vectors = np.linalg.eigh(np.cov(flat, rowvar=False))
     order = np.argsort(values)[::-1]
@@ -96,11 +105,20 @@ def make_shards(out: Path, images: list[tuple[Path, int]]) -> Path:
     return root
 
 
-def time_epoch(batches: Iterable, finish: Callable[[torch.Tensor], torch.Tensor]) -> tuple[int, float]:
-    start, seen = time.perf_counter(), 0
+def time_epoch(batches: Iterable, finish: Callable[[torch.Tensor], torch.Tensor]) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds of this process) for one pass."""
+    start, cpu, seen = time.perf_counter(), time.process_time(), 0
     for images, _labels in batches:
         seen += finish(images).shape[0]
-    return seen, time.perf_counter() - start
+    return seen, time.perf_counter() - start, time.process_time() - cpu
+
+
+def sha256_rate(megabytes: int = 64) -> float:
+    """Bytes per CPU-second that hashlib's sha256 sustains here (what data.verify's first pass adds)."""
+    data = bytes(random.Random(0).randbytes(megabytes << 20))
+    start = time.process_time()
+    hashlib.sha256(data).digest()
+    return len(data) / (time.process_time() - start)
 
 
 def main() -> None:
@@ -113,7 +131,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         images = make_images(Path(tmp), args.images)
-        dm = ShardDataModule(make_shards(Path(tmp), images), batch_size=args.batch_size, num_workers=0)
+        root = make_shards(Path(tmp), images)
+        settings = {"batch_size": args.batch_size, "num_workers": 0}
+        dm = ShardDataModule(root, verify="off", **settings)
+        checked = ShardDataModule(root, verify="skip", **settings)
         mean = (dm.mean / 255).tolist()
         classic = transforms.Compose(
             [
@@ -124,25 +145,55 @@ def main() -> None:
             ]
         )
         folder = datasets.ImageFolder(str(Path(tmp) / "folders"), transform=classic)
+        keep = lambda: None  # noqa: E731
+        normalise = lambda x: dm.normalize(x, train=True)  # noqa: E731
+        forget = checked.shard_checks.verdicts.zero_
         paths = {
-            "ImageFolder + PIL": (DataLoader(folder, batch_size=args.batch_size, shuffle=True), lambda x: x),
-            "shards, uint8 batches": (dm.train_dataloader(), lambda x: x),
-            "shards + batch normalise on CPU": (dm.train_dataloader(), lambda x: dm.normalize(x, train=True)),
+            "ImageFolder + PIL": (DataLoader(folder, batch_size=args.batch_size, shuffle=True), None, keep),
+            "shards, uint8 batches": (dm.train_dataloader(), None, keep),
+            "shards + batch normalise on CPU": (dm.train_dataloader(), normalise, keep),
+            "shards, verify: first pass": (checked.train_dataloader(), None, forget),
+            "shards, verify: verified": (checked.train_dataloader(), None, keep),
+            "shards, unchecked (control)": (
+                ShardDataModule(root, verify="off", **settings).train_dataloader(),
+                None,
+                keep,
+            ),
         }
-        for loader, finish in paths.values():  # warm-up: page cache, lazy imports
-            time_epoch(loader, finish)
+        for loader, finish, reset in paths.values():  # warm-up: page cache, lazy imports
+            reset()
+            time_epoch(loader, finish or (lambda x: x))
         best = dict.fromkeys(paths, 0.0)
-        for _ in range(args.rounds):
-            for name, (loader, finish) in paths.items():
-                seen, seconds = time_epoch(loader, finish)
+        ratios: dict[str, list[float]] = {name: [] for name in paths}  # against the unchecked row, same round
+        for round_ in range(args.rounds):
+            rates = {}
+            order = list(paths)
+            random.Random(round_).shuffle(order)  # no row always runs after the same one
+            for name in order:
+                loader, finish, reset = paths[name]
+                reset()  # the first-pass row: every shard unchecked again, hashed as it is read
+                seen, seconds, cpu = time_epoch(loader, finish or (lambda x: x))
+                rates[name] = seen / cpu  # per CPU-second: the neighbours on a shared machine do not count
                 best[name] = max(best[name], seen / seconds)
+            for name, rate in rates.items():
+                ratios[name].append(rate / rates["shards, uint8 batches"])
+        shard_bytes = sum(path.stat().st_size for path in (root / "train").glob("*.tar"))
+    hash_rate = sha256_rate()
 
     baseline = best["ImageFolder + PIL"]
     print(
-        f"{args.images} images {SIDE}x{SIDE} -> {CROP} crops, batch {args.batch_size}, 1 thread, no workers"
+        f"{args.images} images {SIDE}x{SIDE} -> {CROP} crops, batch {args.batch_size}, 1 thread, no workers; "
+        f"{shard_bytes / args.images / 1024:.0f} KiB of shard per image; sha256 {hash_rate / 1e6:.0f} MB per "
+        f"CPU-second: {shard_bytes / args.images / hash_rate * 1e6:.0f} us per image"
     )
     for name, rate in best.items():
-        print(f"  {name:30s} {rate:8.0f} images/s   {rate / baseline:5.2f}x")
+        median = statistics.median(ratios[name])
+        against = (
+            f"   {median:5.3f}x of unchecked per CPU-second (median of rounds)"
+            if "verify" in name or "control" in name
+            else ""
+        )
+        print(f"  {name:32s} {rate:8.0f} images/s   {rate / baseline:5.2f}x{against}")
 
 
 if __name__ == "__main__":

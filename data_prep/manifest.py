@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_common.atomic_files import write_json_atomic
+from data_prep.manifest_checks import explain_root, validate_manifest
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-pipeline-shards"
@@ -120,54 +121,43 @@ class Manifest:
         }
 
 
-def manifest_from_dict(data: dict[str, Any], root: Path) -> Manifest:
-    """Builds a Manifest from parsed JSON; ValueError naming the file when a field is missing."""
-    path = root / MANIFEST_NAME
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an alexnet-pipeline shard manifest (format={data.get('format')!r})")
-    try:
-        stats_raw = data.get("stats")
-        stats = None
-        if stats_raw:
-            stats = Stats(
-                samples=int(stats_raw["samples"]),
-                mean=[float(x) for x in stats_raw["mean"]],
-                std=[float(x) for x in stats_raw["std"]],
-                eigenvalues=[float(x) for x in stats_raw["pca"]["eigenvalues"]],
-                eigenvectors=[[float(x) for x in row] for row in stats_raw["pca"]["eigenvectors"]],
-            )
-        return Manifest(
-            root=root,
-            classes=[ClassInfo(int(c["index"]), str(c["wnid"]), str(c["name"])) for c in data["classes"]],
-            splits={
-                name: SplitInfo(int(s["samples"]), [ShardInfo(**sh) for sh in s["shards"]])
-                for name, s in data["splits"].items()
-            },
-            stats=stats,
-            settings=dict(data.get("settings", {})),
-            rejected=list(data.get("rejected", [])),
+def manifest_from_dict(data: Any, root: Path) -> Manifest:
+    """Builds a Manifest from parsed JSON, validated first (``manifest_checks``): a ``ManifestError`` (a
+    ValueError) naming the manifest, the field and the fix for any missing, mistyped or inconsistent field."""
+    validate_manifest(data, root / MANIFEST_NAME, format_name=FORMAT, version=VERSION)
+    stats_raw = data.get("stats")
+    stats = None
+    if stats_raw:
+        stats = Stats(
+            samples=stats_raw["samples"],
+            mean=[float(x) for x in stats_raw["mean"]],
+            std=[float(x) for x in stats_raw["std"]],
+            eigenvalues=[float(x) for x in stats_raw["pca"]["eigenvalues"]],
+            eigenvectors=[[float(x) for x in row] for row in stats_raw["pca"]["eigenvectors"]],
         )
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is malformed ({exc!r}); rerun data_prep to rewrite it") from exc
+    return Manifest(
+        root=root,
+        classes=[ClassInfo(c["index"], c["wnid"], c["name"]) for c in data["classes"]],
+        splits={
+            name: SplitInfo(s["samples"], [ShardInfo(**sh) for sh in s["shards"]])
+            for name, s in data["splits"].items()
+        },
+        stats=stats,
+        settings=dict(data.get("settings", {})),
+        rejected=list(data.get("rejected", [])),
+    )
 
 
 def load_manifest(root: str | os.PathLike[str]) -> Manifest:
-    """Reads ``root/manifest.json``; one-line errors that name the path and the fix."""
+    """Reads ``root/manifest.json``; one-line errors that name the path and the fix: FileNotFoundError when
+    ``root`` is not a prep output (saying what it is instead), ValueError for a damaged manifest."""
     root = Path(root).expanduser().resolve()
     path = root / MANIFEST_NAME
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"shard directory {root} does not exist; run `python -m data_prep source=... out={root}` "
-            f"or set data.root to a data_prep output directory"
-        )
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {root}; set data.root to a data_prep output directory "
-            f"(or finish the prep: `python -m data_prep source=... out={root}` resumes)"
-        )
+        raise FileNotFoundError(explain_root(root, MANIFEST_NAME))
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); rerun data_prep to rewrite it") from exc
     return manifest_from_dict(data, root)
 

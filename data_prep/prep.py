@@ -19,8 +19,9 @@ from data_prep import labels as labels_mod
 from data_prep.execute import SPLITS, execute_plans
 from data_prep.images import DEFAULT_MAX_PIXELS, validate_resize
 from data_prep.manifest import MANIFEST_NAME, ClassInfo, Manifest, SplitInfo, save_manifest
+from data_prep.prep_state import PREP_STATE_DIR, SIDECAR_SUFFIX
 from data_prep.report import print_summary
-from data_prep.shards import SIDECAR_SUFFIX, ShardTask
+from data_prep.shards import ShardTask
 from data_prep.sources import SampleRef, SourceLayout, find_layout, layout_classes, scan_split
 from data_prep.stats import PixelSums, finalize
 
@@ -121,10 +122,14 @@ def plan_shards(
 
 
 def _remove_stale(out: Path, split: str, shard_count: int) -> None:
-    """Temp files of killed runs, and shards beyond this plan (left by a run with other settings)."""
-    folder = out / split
-    if not folder.is_dir():
-        return
+    """Temp files of killed runs, and shards and sidecars beyond this plan (left by a run with other
+    settings), in the shard folder and in the prep-state folder."""
+    for folder in (out / split, out / PREP_STATE_DIR / split):
+        if folder.is_dir():
+            _remove_stale_in(folder, split, shard_count)
+
+
+def _remove_stale_in(folder: Path, split: str, shard_count: int) -> None:
     for path in folder.iterdir():
         name = path.name
         if name.startswith(".") and name.endswith(".tmp"):

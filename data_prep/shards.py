@@ -2,10 +2,11 @@
 
 A shard's bytes depend only on its planned samples and the settings: tar headers carry a fixed mtime, owner
 and mode (as WebDataset's TarWriter with ``mtime=0``), samples go in plan order, and members in sorted key
-order. The tar is written under a temporary name, fsynced and renamed; then a sidecar ``<shard>.done.json``
-records the plan's fingerprint, the shard's sha256, its rejects and its statistics sums. A rerun keeps a
-shard only when the sidecar's fingerprint matches the new plan and the tar's sha256 matches the sidecar, so a
-kill at any point leaves nothing that a rerun could mistake for finished work.
+order. The tar is written under a temporary name, fsynced and renamed; then a sidecar
+(``prep_state.py``: ``.prep-state/<split>/<shard>.done.json``, outside the shard folders) records the plan's
+fingerprint, the shard's sha256, its rejects and its statistics sums. A rerun keeps a shard only when the
+sidecar's fingerprint matches the new plan and the tar's sha256 matches the sidecar, so a kill at any point
+leaves nothing that a rerun could mistake for finished work.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,12 @@ from pathlib import Path
 from alexnet_common.atomic_files import atomic_file, write_json_atomic
 from data_prep.images import Encoded, encode_image
 from data_prep.manifest import SAMPLE_IMAGE, SAMPLE_LABEL, SAMPLE_META, ShardInfo
+from data_prep.prep_state import legacy_sidecar_path, sidecar_path
 from data_prep.sources import SampleRef, read_sample
 from data_prep.stats import PixelSums
 
 # Bump when the bytes a shard holds would change for the same plan (codec settings, member layout).
 SHARD_FORMAT_REVISION = 2
-SIDECAR_SUFFIX = ".done.json"
 # Statistics read every 4th pixel in each direction (4,096 of a 256x256 image): 10,000 images give 41M pixels,
 # far more than a 3x3 covariance needs, at a sixteenth of the cost.
 STATS_STRIDE = 4
@@ -133,18 +135,19 @@ def write_shard(task: ShardTask, on_sample=lambda: None) -> ShardResult:
         "rejected": rejected,
         "stats": sums.to_dict(),
     }
-    write_json_atomic(sidecar_path(path), sidecar)
+    side = sidecar_path(task.out, task.name)
+    side.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(side, sidecar)
+    legacy_sidecar_path(task.out, task.name).unlink(missing_ok=True)  # an earlier version's, now stale
     return ShardResult(info=info, rejected=rejected, sums=sums)
-
-
-def sidecar_path(shard: Path) -> Path:
-    return shard.with_name(shard.name + SIDECAR_SUFFIX)
 
 
 def load_finished(task: ShardTask) -> ShardResult | None:
     """The shard a previous run finished for exactly this plan, verified by sha256; None means: redo it."""
     path = task.out / task.name
-    side = sidecar_path(path)
+    side = sidecar_path(task.out, task.name)
+    if not side.is_file():  # an output of an earlier version: the sidecar beside the shard
+        side = legacy_sidecar_path(task.out, task.name)
     if not (path.is_file() and side.is_file()):
         return None
     try:
@@ -154,6 +157,10 @@ def load_finished(task: ShardTask) -> ShardResult | None:
             return None
         if file_sha256(path) != info.sha256:
             return None
+        moved = sidecar_path(task.out, task.name)
+        if side != moved:  # an earlier version's output: its sidecar leaves the shard folder
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(side, moved)
         return ShardResult(
             info=info, rejected=list(data["rejected"]), sums=PixelSums.from_dict(data["stats"]), reused=True
         )

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from data_prep.manifest import MANIFEST_NAME, Manifest, load_manifest
 from pipeline.data.device_decode import DeviceDecode, JpegBatch, TrainCropParams, collate_jpegs
+from pipeline.data.shard_checks import ShardChecks
 from pipeline.data.streams import EpochDataLoader, EvalStream, TrainStream
 from pipeline.data.transforms import (
     CenterCrop,
@@ -80,6 +81,8 @@ class ShardDataModule(L.LightningDataModule):
     ``decode="device"``: the train workers only read JPEG bytes and draw the crops; the batch is decoded,
     cropped and flipped in ``on_after_batch_transfer`` on the training device (``device_decode``), with the
     same samples, crops and flips as ``decode="workers"``. Evaluation always decodes in the workers.
+    ``verify``: what a shard whose bytes differ from the manifest's sha256 does (``shard_checks``): skip |
+    fail | off.
     Shards whose manifest says they were not resized as the paper did (resize=short256 or none) are brought
     to ``full_size`` x ``full_size`` at load time, in either path.
     """
@@ -101,6 +104,7 @@ class ShardDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         multiprocessing_context: str | None = None,
         decode: str = "workers",
+        verify: str = "skip",
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("crop_size", crop_size), ("full_size", full_size)):
@@ -135,6 +139,16 @@ class ShardDataModule(L.LightningDataModule):
         self.load_size = None if self.manifest.settings.get("resize", "paper") == "paper" else full_size
         self.device_decode = DeviceDecode(crop_size, self.load_size)
         self._check_shards_exist()
+        self.verify = verify
+        self.shard_checks = ShardChecks(
+            [
+                (str(self.manifest.root / shard.name), shard.bytes, shard.sha256)
+                for split in self.manifest.splits.values()
+                for shard in split.shards
+            ],
+            mode=verify,
+            manifest=str(self.manifest.root / MANIFEST_NAME),
+        )
         self.rank, self.world_size = 0, 1
         self._train: TrainStream | None = None
         self._evals: list[EvalStream] = []
@@ -197,6 +211,7 @@ class ShardDataModule(L.LightningDataModule):
             rank=self.rank,
             world_size=self.world_size,
             num_workers=self.num_workers,
+            checks=self.shard_checks,
         )
         return EpochDataLoader(
             self._train, epoch_source=self._trainer_epoch, gather=self._gather_rows, **self._loader_args()
@@ -224,6 +239,7 @@ class ShardDataModule(L.LightningDataModule):
             rank=self.rank,
             world_size=self.world_size,
             num_workers=self.num_workers,
+            checks=self.shard_checks,
         )
         self._evals.append(stream)
         return DataLoader(stream, batch_size=None, **self._loader_args())

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import torch
 from webdataset.filters import pipelinefilter
 
+from pipeline.data.shard_checks import ShardChecks, ShardMismatchError, open_shard
 from pipeline.data.tarstream import tar_samples
 from pipeline.data.transforms import CorruptSampleError
 
@@ -130,11 +131,20 @@ def _read_span(stream: BinaryIO, span: Span, handler: SkipHandler) -> Iterator[d
         handler(exc, span.stop - position)
 
 
-def _read_spans(spans: Iterable[Span], handler: SkipHandler) -> Iterator[dict]:
+def _read_spans(
+    spans: Iterable[Span], handler: SkipHandler, checks: ShardChecks | None = None
+) -> Iterator[dict]:
     """tarfile_to_samples for spans: closes each shard when done (no ResourceWarning); a damaged or short
-    shard is counted and logged once, and the rest of it skipped."""
+    shard is counted and logged once, and the rest of it skipped. With ``checks``, each shard is checked
+    against the manifest's sha256 before any of its samples leaves (``shard_checks``): a mismatch loses the
+    whole span (data.verify=skip) or stops the job (data.verify=fail)."""
     for span in spans:
-        with open(span.url, "rb") as stream:
+        try:
+            stream = open_shard(span.url, checks)
+        except ShardMismatchError as exc:
+            handler(exc, span.samples)
+            continue
+        with stream:
             yield from _read_span(stream, span, handler)
 
 

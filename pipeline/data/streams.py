@@ -5,7 +5,8 @@ Train, per epoch::
     shards (manifest order) -> shuffled with seed + epoch (same on every rank)
       -> split by node   (this rank's contiguous share: `batches` x batch_size samples)
       -> split by worker (this worker's whole batches of that share)
-      -> tar -> samples (damaged ones skipped, counted, logged) -> shuffle buffer
+      -> tar (checked against the manifest's sha256 before use: shard_checks.py)
+      -> samples (damaged ones skipped, counted, logged) -> shuffle buffer
       -> decode JPEG + crop + flip drawn from (seed, epoch, rank, worker, sample index) (in the worker)
          (data.decode=device: the worker draws the same crop + flip, the batch is decoded on the device)
       -> repeat until the worker's quota -> batch, tagged with the worker's position (position.py)
@@ -27,6 +28,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.position import LoaderPosition, PositionTracker, RankPosition
+from pipeline.data.shard_checks import ShardChecks
 from pipeline.data.spans import SkipCounter, SkipHandler, epoch_shards, even_range, read_spans, take_samples
 from pipeline.data.transforms import CorruptSampleError, collate, sample_draws, stream_seed
 
@@ -65,9 +67,11 @@ class TrainStream(IterableDataset):
         world_size: int,
         num_workers: int,
         collate_fn: Callable[[list[Any]], Any] = collate,
+        checks: ShardChecks | None = None,
     ) -> None:
         super().__init__()
         self.shards = list(shards)
+        self.checks = checks  # data.verify: each shard checked against the manifest's sha256 as it is read
         self.transform = transform
         self.collate_fn = collate_fn  # data.decode=device: device_decode.collate_jpegs
         self.batch_size = batch_size
@@ -121,7 +125,7 @@ class TrainStream(IterableDataset):
             partial(epoch_shards, self.shards, seed=self.seed, epoch=epoch, shuffle=True),
             take_samples(start=self.rank * share, stop=(self.rank + 1) * share),  # split by node
             take_samples(start=first * self.batch_size, stop=last * self.batch_size),  # split by worker
-            read_spans(handler=handler),
+            read_spans(handler=handler, checks=self.checks),
             wds.shuffle(self.shuffle_buffer, seed=hash((self.seed, epoch, self.rank, worker))),
         )
 
@@ -211,9 +215,11 @@ class EvalStream(IterableDataset):
         rank: int,
         world_size: int,
         num_workers: int,
+        checks: ShardChecks | None = None,
     ) -> None:
         super().__init__()
         self.shards = list(shards)
+        self.checks = checks
         self.transform = transform
         self.batch_size = batch_size
         self.rank = rank
@@ -240,7 +246,7 @@ class EvalStream(IterableDataset):
                 partial(epoch_shards, self.shards, seed=0, epoch=0, shuffle=False),
                 take_samples(start=self.rank_range[0], stop=self.rank_range[1]),  # split by node
                 take_samples(start=start, stop=stop),  # split by worker
-                read_spans(handler=handler),
+                read_spans(handler=handler, checks=self.checks),
                 wds.map(self.transform, handler=handler),
                 wds.batched(self.batch_size, collation_fn=collate, partial=True),
             )

@@ -19,6 +19,10 @@ LEARNING_RATE = "lr"
 IMAGES_PER_S = "throughput/images_per_s"
 DATA_WAIT_FRACTION = "throughput/data_wait_fraction"  # per epoch: share of step time spent waiting for data
 SKIPPED_SAMPLES = "data/skipped_samples"  # samples skipped as corrupt or lost to damaged shards, all ranks
+# data.verify: shards checked against the manifest's sha256 so far (all ranks, all resumes), and how many of
+# them differed from it (their samples are in data/skipped_samples)
+SHARDS_CHECKED = "data/shards_checked"
+SHARDS_FAILED = "data/shards_failed"
 EPOCH = "epoch"  # Lightning logs it at the step of every other metric
 
 
@@ -74,6 +78,7 @@ KIND_REPORT = "report"
 
 # Data lineage: the prep output (manifest.json) that trained a run, as an MLflow dataset input.
 TAG_DATA_MANIFEST_SHA256 = "data_manifest_sha256"  # the manifest's full sha256 (MLflow caps digests at 36)
+TAG_DATA_VERIFY = "data_verify"  # data.verify of the run: skip | fail | off (off: shards not checked)
 DATASET_CONTEXT = "train+val"  # the dataset input's mlflow.data.context: one prep holds both splits
 
 # Experiments: MLflow 3 tells model-training experiments from GenAI ones by this tag.

@@ -74,6 +74,10 @@ def log_lineage(identity: Any, datamodule: Any) -> str | None:
     manifest = getattr(datamodule, "manifest", None)
     if not getattr(identity, "launcher", False) or manifest is None or identity.run_id is None:
         return None
-    digest = log_prep_input(MlflowClient(identity.tracking_uri), identity.run_id, manifest.root)
+    client = MlflowClient(identity.tracking_uri)
+    digest = log_prep_input(client, identity.run_id, manifest.root)
+    verify = getattr(datamodule, "verify", None)
+    if verify is not None:  # off: the digest is the manifest's word alone, no shard was checked
+        client.set_tag(identity.run_id, keys.TAG_DATA_VERIFY, str(verify))
     log.info("data lineage: %s (digest %s) logged into run %s", manifest.root, digest, identity.run_id)
     return digest

@@ -71,7 +71,7 @@ def test_stats_are_exposed_as_tensors(uneven_shards):
 
 
 def test_missing_directory_manifest_or_shard_is_a_one_line_error(tmp_path, uneven_shards):
-    with pytest.raises(FileNotFoundError, match=r"shard directory .*nowhere does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"data.root .*nowhere does not exist"):
         ShardDataModule(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=r"no manifest.json in .*; set data.root"):
         ShardDataModule(tmp_path)

@@ -163,9 +163,9 @@ def test_an_image_that_does_not_decode_is_dropped_from_its_batch(shard_factory, 
                 data = data[: len(data) // 2]
                 member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
-    dm = _module(root, "device")
+    dm = _module(root, "device", verify="off")  # the shard was rewritten: only the decoders are under test
     device = _epoch(dm)
-    workers = _epoch(_module(root, "workers"))
+    workers = _epoch(_module(root, "workers", verify="off"))
     assert sorted(len(labels) for _, labels in device) == [3, 4]  # one batch is one image short
     assert sorted(torch.cat([labels for _, labels in device]).tolist()) == [0, 1, 2, 3, 4, 6, 7]
     assert 5 not in torch.cat([labels for _, labels in workers]).tolist()
