@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from alexnet_common.cli import EXIT_USER_ERROR
+from pipeline.training.config_check import ConfigError, check_config
 
 # torch, Lightning and MLflow load inside the functions: a mistyped override then fails in a second, not ten.
 if TYPE_CHECKING:
@@ -152,8 +156,10 @@ def _results(trainer: Trainer, run_id: str | None) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one job into one MLflow run; returns the final metrics, ``run_id`` and ``best_checkpoint``."""
+    check_config(cfg)  # first, before torch loads or the store is touched: a typo leaves no run behind
     from lightning.pytorch import seed_everything
 
+    from alexnet_common.redact import redact_text
     from pipeline.checkpoints import ResumeState
     from pipeline.tracking.identity import RunIdentity
     from pipeline.tracking.lineage import log_lineage
@@ -177,8 +183,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     identity = identity.open(
         run_name=run_name,
         tags=_run_tags(cfg, trainer, run_name),
-        params=dict(flatten(OmegaConf.to_container(cfg, resolve=True))),
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        params={
+            key: redact_text(value) if isinstance(value, str) else value
+            for key, value in flatten(OmegaConf.to_container(cfg, resolve=True))
+        },
+        config_yaml=redact_text(OmegaConf.to_yaml(cfg, resolve=True)),
     )
     trainer.loggers = [
         identity.logger(
@@ -197,7 +206,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except ConfigError as error:  # one line, exit 2, nothing created (the check runs first)
+        print(f"pipeline.train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except ConnectionError as error:  # an unreachable store: one line (Hydra's report would echo the
+        print(f"pipeline.train: error: {error}", file=sys.stderr)  # overrides, a URI's password included)
+        sys.exit(1)
     log.info("run %s: %s", result["run_id"], {k: v for k, v in result.items() if k.startswith("val/")})
 
 

@@ -35,6 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "pipeline.data",
         "pipeline.checkpoints",
         "pipeline.tracking",
+        "alexnet_common",
     ),
 }
 COMMANDS = ("pipeline.train", "pipeline.evaluate", "pipeline.compare")
