@@ -39,7 +39,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints.files import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
-from pipeline.tracking import keys, store
+from pipeline.tracking import keys, shared_store, store
 from pipeline.tracking.journal import JOURNAL_NAME, replay_journal
 from pipeline.tracking.outbox import BufferedMlflowLogger
 
@@ -143,6 +143,7 @@ class RunIdentity:
         launcher = launch_rank(environ) == 0
         if launcher:
             store.check_reachable(tracking_uri)
+            shared_store.prepare_store(tracking_uri, experiment_name)  # safe with many jobs starting at once
             remove_stale_temporaries(ckpt_dir)
         identity = cls(tracking_uri, experiment_name, ckpt_dir, None, None, launcher)
         return identity._resume_target(resume_run_id, Path(ckpt_path) if ckpt_path else None)
@@ -207,7 +208,7 @@ class RunIdentity:
                 log.warning(
                     "MLflow run %s of the checkpoint is not in this store; starting a new run", self.run_id
                 )
-            run_id = store.create_run(client, self.experiment_name, run_name, tags, params)
+            run_id = shared_store.create_run(client, self.experiment_name, run_name, tags, params)
             (self.ckpt_dir / JOURNAL_NAME).unlink(missing_ok=True)  # unsent metrics of a run that is gone
             log.info("MLflow run %s (%s)", run_id, run_name)
         client.log_text(run_id, config_yaml, keys.ARTIFACT_CONFIG)

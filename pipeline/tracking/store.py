@@ -139,17 +139,13 @@ def run_tags(
     }
 
 
-def create_run(
-    client: MlflowClient, experiment_name: str, run_name: str, tags: dict[str, str], params: dict[str, Any]
-) -> str:
+def param_batches(params: dict[str, Any]) -> Iterator[list[Any]]:
+    """``params`` as MLflow ``Param`` lists of at most one request's worth, values cut to MLflow's limit."""
     from mlflow.entities import Param
 
-    experiment_id = get_or_create_experiment(client, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     items = [Param(key, str(value)[:_PARAM_VALUE_LIMIT]) for key, value in params.items()]
     for start in range(0, len(items), _PARAMS_PER_BATCH):
-        client.log_batch(run.info.run_id, params=items[start : start + _PARAMS_PER_BATCH])
-    return run.info.run_id
+        yield items[start : start + _PARAMS_PER_BATCH]
 
 
 def reopen_run(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
