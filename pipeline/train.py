@@ -147,9 +147,23 @@ def _log_placement(trainer: Trainer) -> None:
     log.info("global rank %d of %d on node %s (host %s)", rank, trainer.world_size, node, host)
 
 
-def _results(trainer: Trainer, run_id: str | None) -> dict[str, Any]:
+def _unsent_writes(trainer: Trainer, tracking_uri: str) -> int:
+    """Writes the logger could not deliver by the end (0 if everything arrived); the run is tagged with the
+    count where the store takes that one write."""
+    from pipeline.tracking.replay import mark_unsent
+    from pipeline.tracking.writer import run_writer
+
+    writer = run_writer(trainer)
+    if writer is None or writer.outbox is None or not writer.unsent:
+        return 0
+    mark_unsent(tracking_uri, str(writer.run_id), writer.unsent)
+    return writer.outbox.pending  # the outbox kept trying: all may have arrived meanwhile
+
+
+def _results(trainer: Trainer, run_id: str | None, unsent: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
     metrics["run_id"] = run_id
+    metrics["unsent_writes"] = unsent
     metrics["best_checkpoint"] = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
     return metrics
 
@@ -201,7 +215,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with identity.running():
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)
-    return _results(trainer, shared.run_id)
+    return _results(trainer, shared.run_id, _unsent_writes(trainer, identity.tracking_uri))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -215,6 +229,20 @@ def main(cfg: DictConfig) -> None:
         print(f"pipeline.train: error: {error}", file=sys.stderr)  # overrides, a URI's password included)
         sys.exit(1)
     log.info("run %s: %s", result["run_id"], {k: v for k, v in result.items() if k.startswith("val/")})
+    if result["unsent_writes"]:  # never exit 0 having lost tracking data: say where it is and how to send it
+        from pipeline.tracking.journal import JOURNAL_NAME
+        from pipeline.tracking.replay import EXIT_TRACKING_UNSENT, replay_command
+
+        ckpt_dir = Path(cfg.paths.ckpt_dir).resolve()
+        log.error(
+            "run %s: %d tracking writes were not delivered; they are kept in %s. Once the store takes writes "
+            "again, send them with:\n  %s",
+            result["run_id"],
+            result["unsent_writes"],
+            ckpt_dir / JOURNAL_NAME,
+            replay_command(ckpt_dir),
+        )
+        sys.exit(EXIT_TRACKING_UNSENT)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints.files import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
 from pipeline.tracking import keys, shared_store, store
-from pipeline.tracking.journal import JOURNAL_NAME, replay_journal
+from pipeline.tracking.journal import JOURNAL_NAME, metric_floors, replay_journal
 from pipeline.tracking.outbox import BufferedMlflowLogger
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,6 @@ def remove_stale_temporaries(ckpt_dir: Path) -> None:
     """Temporary files of checkpoint writes that a killed job left (each as large as a checkpoint)."""
     for path in ckpt_dir.glob(f".*{TEMPORARY_MARK}*"):
         path.unlink(missing_ok=True)
-
-
-def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """The last step each metric of the run was logged at (steps a resumed job must not log again): the
-    run's latest metrics as the store returns them, each with its step (one request, whatever the history)."""
-    latest = client.get_run(run_id).data.to_proto().metrics
-    return {metric.key: int(metric.step) for metric in latest}
 
 
 @dataclass(frozen=True)

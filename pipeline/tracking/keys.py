@@ -51,6 +51,7 @@ TAG_HOST = "host"
 TAG_WORLD_SIZE = "world_size"
 TAG_NUM_NODES = "num_nodes"
 TAG_STRATEGY = "strategy"
+TAG_TRACKING_UNSENT = "tracking_unsent"  # writes the job could not deliver (journaled): replay them
 TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
 TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training
 TAG_EVAL_WEIGHTS = "eval_weights"  # which weights the eval/* metrics score: final | best | checkpoint <file>

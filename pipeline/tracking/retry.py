@@ -42,7 +42,12 @@ def is_transient(error: BaseException) -> bool:
 
 
 def with_retries(
-    action: Callable[[], T], what: str, *, attempts: int = 10, first_delay_s: float = 0.2, max_delay_s: float = 5.0
+    action: Callable[[], T],
+    what: str,
+    *,
+    attempts: int = 10,
+    first_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
 ) -> T:
     """``action()``, tried again after a transient error (jittered exponential backoff, ``attempts`` tries in
     all, about a minute with the defaults); any other error, or the last one, is raised."""
