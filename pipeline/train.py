@@ -72,6 +72,7 @@ def _instantiate_trainer(cfg: DictConfig) -> Trainer:
     from lightning.pytorch.callbacks import ProgressBar
 
     from pipeline.checkpoints import AtomicCheckpointIO
+    from pipeline.training.stop_signals import slurm_environment
 
     callbacks = [
         instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
@@ -81,7 +82,7 @@ def _instantiate_trainer(cfg: DictConfig) -> Trainer:
     # The logger is attached once the run exists: its tags need the trainer's world size and strategy.
     # Checkpoints written atomically (the replaced one kept as .prev) and read with weights_only=True.
     trainer: Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO(), *slurm_environment()]
     )
     if (
         trainer.world_size > 1
@@ -160,6 +161,18 @@ def _unsent_writes(trainer: Trainer, tracking_uri: str) -> int:
     return writer.outbox.pending  # the outbox kept trying: all may have arrived meanwhile
 
 
+def use_credentials_file(path: str | None) -> None:
+    """A team server's basic-auth credentials (``username=`` / ``password=`` lines) for MLflow's client,
+    which reads them from the environment: never in a URI, a param or a log line."""
+    if not path:
+        return
+    fields = dict(line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line)
+    if not fields.get("username") or not fields.get("password"):
+        raise ConfigError("logger.credentials_file", path, "a file with username=... and password=... lines")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = fields["username"].strip()
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = fields["password"].strip()
+
+
 def _results(trainer: Trainer, run_id: str | None, unsent: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
     metrics["run_id"] = run_id
@@ -179,8 +192,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from pipeline.tracking.lineage import log_lineage
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
     from pipeline.training.checkpointing import CheckpointOnSigterm
+    from pipeline.training.stop_signals import RequeueOnSignal
 
     one_console()
+    use_credentials_file(cfg.logger.get("credentials_file"))
     ckpt_dir = Path(cfg.paths.ckpt_dir)
     identity = RunIdentity.resolve(
         tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")),
@@ -203,16 +218,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         },
         config_yaml=redact_text(OmegaConf.to_yaml(cfg, resolve=True)),
     )
-    trainer.loggers = [
-        identity.logger(
-            run_name,
-            flush_timeout_s=float(cfg.logger.flush_timeout_s),
-            stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
-        )
-    ]
+    writer = identity.logger(
+        run_name,
+        flush_timeout_s=float(cfg.logger.flush_timeout_s),
+        stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
+    )
+    trainer.loggers = [writer]
     shared = identity.share()  # on ranks srun started, the run id arrives by broadcast
-    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir)]
-    with identity.running():
+    # in this order: on a SIGUSR1 stop, last.ckpt is written before the job is requeued
+    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir), RequeueOnSignal(ckpt_dir)]
+    with identity.running(continues=lambda: writer.continues):
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)
     return _results(trainer, shared.run_id, _unsent_writes(trainer, identity.tracking_uri))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -229,13 +229,14 @@ class RunIdentity:
         return ShareRunId(self.run_id)
 
     @contextmanager
-    def running(self) -> Iterator[None]:
-        """Marks the run FAILED if the block raises; then forgets the exported identity (the next job of a
-        sequential multirun is a new job)."""
+    def running(self, continues: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """Marks the run FAILED if the block raises, unless ``continues()`` (stopped for a requeue: the next
+        job continues the run); then forgets the exported identity (the next job of a sequential multirun is
+        a new job)."""
         try:
             yield
         except BaseException:
-            if self.launcher and self.run_id is not None:
+            if self.launcher and self.run_id is not None and not continues():
                 store.mark_failed(MlflowClient(self.tracking_uri), self.run_id)
             raise
         finally:

@@ -177,6 +177,7 @@ class BufferedMlflowLogger(Logger):
         self.outbox: Outbox | None = None
         self.journal_path = journal
         self.unsent = 0  # writes finalize could not deliver: the job must not exit 0
+        self.continues = False  # set on a stop for a requeue: the next job continues the run (no status)
         if owner:
             if run_id is None:
                 raise ValueError("the process that owns the MLflow run needs its run_id")
@@ -229,9 +230,14 @@ class BufferedMlflowLogger(Logger):
         if self.outbox is None:
             return
         # "finished": Lightning's SLURM requeue handler (the time limit is near); "failed": also a SIGTERM
-        finished = status in ("success", "finished")
-        self.outbox.put("status", RunStatus.to_string(RunStatus.FINISHED if finished else RunStatus.FAILED))
-        timeout = self.flush_timeout_s if status == "success" else self.stop_flush_timeout_s
+        if not self.continues:  # a run that a requeued job continues stays RUNNING
+            finished = status in ("success", "finished")
+            self.outbox.put(
+                "status", RunStatus.to_string(RunStatus.FINISHED if finished else RunStatus.FAILED)
+            )
+        timeout = (
+            self.flush_timeout_s if status == "success" and not self.continues else self.stop_flush_timeout_s
+        )
         if not self.outbox.flush(timeout):
             self.unsent = self.outbox.pending
             log.error(

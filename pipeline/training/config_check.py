@@ -131,10 +131,10 @@ def _check_paths(cfg: DictConfig) -> None:
             raise ConfigError(
                 "logger.tracking_uri", redact_uri(str(uri)), "a URI: " + ", ".join(TRACKING_SCHEMES)
             )
-    for name in ("ckpt_path",):
+    for name, what in (("ckpt_path", "checkpoint"), ("logger.credentials_file", "credentials")):
         path = OmegaConf.select(cfg, name, default=None)
         if path is not None and not Path(str(path)).is_file():
-            raise ConfigError(name, path, "an existing checkpoint file, or null")
+            raise ConfigError(name, path, f"an existing {what} file, or null")
 
 
 def check_config(cfg: DictConfig) -> None:

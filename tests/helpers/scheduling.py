@@ -21,8 +21,6 @@ SHARED_UNITS = {
     # the uninterrupted reference job (tests/resilience/conftest.py::reference), trained once
     "tests/resilience/test_exact_resume.py": "resilience-reference",
     "tests/resilience/test_sigkill_campaign.py": "resilience-reference",
-    # the team tracking server (scripts/tracking_server.sh): PostgreSQL and mlflow server, started once
-    "tests/tracking/test_team_server.py": "team-server",
 }
 
 

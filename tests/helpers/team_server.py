@@ -31,10 +31,21 @@ class TeamServer:
     def restart_postgresql(self) -> None:
         """PostgreSQL stopped (fast: every connection cut) and started again, the server left running."""
         pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        command = [str(pg_ctl), "-D", str(self.directory / "pgdata"), "-m", "fast", "-w", "restart"]
+        log = str(self.directory / "postgresql.log")  # a log file: else the new server holds our pipes open
+        command = [
+            str(pg_ctl),
+            "-D",
+            str(self.directory / "pgdata"),
+            "-l",
+            log,
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        ]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
 def _skip_reason() -> str | None:
