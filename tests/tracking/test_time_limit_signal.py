@@ -48,7 +48,10 @@ def test_sigusr1_keeps_the_run_running_and_the_next_job_continues_it(tmp_path: P
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = runs_of(client, "usr1")
     assert run.info.status == "RUNNING"
-    assert steps_of(client, run.info.run_id, keys.TRAIN_LOSS) == list(range(SIGNAL_AT + 1))
+    # the signalled step's metrics may wait in the journal: the next job sends them first
+    assert steps_of(client, run.info.run_id, keys.TRAIN_LOSS) in (
+        list(range(n)) for n in (SIGNAL_AT, SIGNAL_AT + 1)
+    )
 
     continued = _job(tmp_path)
     assert continued.returncode == 0, continued.stderr[-3000:]
