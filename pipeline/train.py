@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from alexnet_common.cli import EXIT_USER_ERROR
+from pipeline.training.config_check import ConfigError, check_config
 
 # torch, Lightning and MLflow load inside the functions: a mistyped override then fails in a second, not ten.
 if TYPE_CHECKING:
@@ -68,6 +72,7 @@ def _instantiate_trainer(cfg: DictConfig) -> Trainer:
     from lightning.pytorch.callbacks import ProgressBar
 
     from pipeline.checkpoints import AtomicCheckpointIO
+    from pipeline.training.stop_signals import slurm_environment
 
     callbacks = [
         instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
@@ -77,7 +82,7 @@ def _instantiate_trainer(cfg: DictConfig) -> Trainer:
     # The logger is attached once the run exists: its tags need the trainer's world size and strategy.
     # Checkpoints written atomically (the replaced one kept as .prev) and read with weights_only=True.
     trainer: Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO(), *slurm_environment()]
     )
     if (
         trainer.world_size > 1
@@ -152,24 +157,54 @@ def _log_placement(trainer: Trainer) -> None:
     log.info("global rank %d of %d on node %s (host %s)", rank, trainer.world_size, node, host)
 
 
-def _results(trainer: Trainer, run_id: str | None) -> dict[str, Any]:
+def _unsent_writes(trainer: Trainer, tracking_uri: str) -> int:
+    """Writes the logger could not deliver by the end (0 if everything arrived); the run is tagged with the
+    count where the store takes that one write."""
+    from pipeline.tracking.replay import mark_unsent
+    from pipeline.tracking.writer import run_writer
+
+    writer = run_writer(trainer)
+    if writer is None or writer.outbox is None or not writer.unsent:
+        return 0
+    mark_unsent(tracking_uri, str(writer.run_id), writer.unsent)
+    return writer.outbox.pending  # the outbox kept trying: all may have arrived meanwhile
+
+
+def use_credentials_file(path: str | None) -> None:
+    """A team server's basic-auth credentials (``username=`` / ``password=`` lines) for MLflow's client,
+    which reads them from the environment: never in a URI, a param or a log line."""
+    if not path:
+        return
+    fields = dict(line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line)
+    if not fields.get("username") or not fields.get("password"):
+        raise ConfigError("logger.credentials_file", path, "a file with username=... and password=... lines")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = fields["username"].strip()
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = fields["password"].strip()
+
+
+def _results(trainer: Trainer, run_id: str | None, unsent: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
     metrics["run_id"] = run_id
+    metrics["unsent_writes"] = unsent
     metrics["best_checkpoint"] = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
     return metrics
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one job into one MLflow run; returns the final metrics, ``run_id`` and ``best_checkpoint``."""
+    check_config(cfg)  # first, before torch loads or the store is touched: a typo leaves no run behind
     from lightning.pytorch import seed_everything
 
+    from alexnet_common.redact import redact_text
     from pipeline.checkpoints import ResumeState
     from pipeline.tracking.identity import RunIdentity
     from pipeline.tracking.lineage import log_lineage
     from pipeline.tracking.store import flatten, resolve_experiment_name, resolve_tracking_uri
     from pipeline.training.checkpointing import CheckpointOnSigterm
+    from pipeline.training.stop_signals import RequeueOnSignal
 
     one_console()
+    use_credentials_file(cfg.logger.get("credentials_file"))
     ckpt_dir = Path(cfg.paths.ckpt_dir)
     identity = RunIdentity.resolve(
         tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")),
@@ -186,29 +221,53 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     identity = identity.open(
         run_name=run_name,
         tags=_run_tags(cfg, trainer, run_name, module),
-        params=dict(flatten(OmegaConf.to_container(cfg, resolve=True))),
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        params={
+            key: redact_text(value) if isinstance(value, str) else value
+            for key, value in flatten(OmegaConf.to_container(cfg, resolve=True))
+        },
+        config_yaml=redact_text(OmegaConf.to_yaml(cfg, resolve=True)),
     )
-    trainer.loggers = [
-        identity.logger(
-            run_name,
-            flush_timeout_s=float(cfg.logger.flush_timeout_s),
-            stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
-        )
-    ]
+    writer = identity.logger(
+        run_name,
+        flush_timeout_s=float(cfg.logger.flush_timeout_s),
+        stop_flush_timeout_s=float(cfg.logger.stop_flush_timeout_s),
+    )
+    trainer.loggers = [writer]
     shared = identity.share()  # on ranks srun started, the run id arrives by broadcast
-    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir)]
-    with identity.running():
+    # in this order: on a SIGUSR1 stop, last.ckpt is written before the job is requeued
+    trainer.callbacks += [shared, ResumeState(), CheckpointOnSigterm(ckpt_dir), RequeueOnSignal(ckpt_dir)]
+    with identity.running(continues=lambda: writer.continues):
         log_lineage(identity, datamodule)  # the prep output (manifest sha256) as the run's dataset input
         trainer.fit(module, datamodule=datamodule, ckpt_path=identity.ckpt_path, weights_only=True)
-    return _results(trainer, shared.run_id)
+    return _results(trainer, shared.run_id, _unsent_writes(trainer, identity.tracking_uri))
 
 
 # The configs as package resources (alexnet_common/conf links to conf/): a checkout or an installed wheel.
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_common.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except ConfigError as error:  # one line, exit 2, nothing created (the check runs first)
+        print(f"pipeline.train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except ConnectionError as error:  # an unreachable store: one line (Hydra's report would echo the
+        print(f"pipeline.train: error: {error}", file=sys.stderr)  # overrides, a URI's password included)
+        sys.exit(1)
     log.info("run %s: %s", result["run_id"], {k: v for k, v in result.items() if k.startswith("val/")})
+    if result["unsent_writes"]:  # never exit 0 having lost tracking data: say where it is and how to send it
+        from pipeline.tracking.journal import JOURNAL_NAME
+        from pipeline.tracking.replay import EXIT_TRACKING_UNSENT, replay_command
+
+        ckpt_dir = Path(cfg.paths.ckpt_dir).resolve()
+        log.error(
+            "run %s: %d tracking writes were not delivered; they are kept in %s. Once the store takes writes "
+            "again, send them with:\n  %s",
+            result["run_id"],
+            result["unsent_writes"],
+            ckpt_dir / JOURNAL_NAME,
+            replay_command(ckpt_dir),
+        )
+        sys.exit(EXIT_TRACKING_UNSENT)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,8 +39,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints.files import PREVIOUS_SUFFIX, TEMPORARY_MARK, load_checkpoint
-from pipeline.tracking import keys, store
-from pipeline.tracking.journal import JOURNAL_NAME, replay_journal
+from pipeline.tracking import keys, shared_store, store
+from pipeline.tracking.journal import JOURNAL_NAME, metric_floors, replay_journal
 from pipeline.tracking.outbox import BufferedMlflowLogger
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,6 @@ def remove_stale_temporaries(ckpt_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """The last step each metric of the run was logged at (steps a resumed job must not log again): the
-    run's latest metrics as the store returns them, each with its step (one request, whatever the history)."""
-    latest = client.get_run(run_id).data.to_proto().metrics
-    return {metric.key: int(metric.step) for metric in latest}
-
-
 @dataclass(frozen=True)
 class RunIdentity:
     """The MLflow run (``run_id``; None until created, or until broadcast on the other ranks) and the
@@ -143,6 +136,7 @@ class RunIdentity:
         launcher = launch_rank(environ) == 0
         if launcher:
             store.check_reachable(tracking_uri)
+            shared_store.prepare_store(tracking_uri, experiment_name)  # safe with many jobs starting at once
             remove_stale_temporaries(ckpt_dir)
         identity = cls(tracking_uri, experiment_name, ckpt_dir, None, None, launcher)
         return identity._resume_target(resume_run_id, Path(ckpt_path) if ckpt_path else None)
@@ -207,7 +201,7 @@ class RunIdentity:
                 log.warning(
                     "MLflow run %s of the checkpoint is not in this store; starting a new run", self.run_id
                 )
-            run_id = store.create_run(client, self.experiment_name, run_name, tags, params)
+            run_id = shared_store.create_run(client, self.experiment_name, run_name, tags, params)
             (self.ckpt_dir / JOURNAL_NAME).unlink(missing_ok=True)  # unsent metrics of a run that is gone
             log.info("MLflow run %s (%s)", run_id, run_name)
         client.log_text(run_id, config_yaml, keys.ARTIFACT_CONFIG)
@@ -235,13 +229,14 @@ class RunIdentity:
         return ShareRunId(self.run_id)
 
     @contextmanager
-    def running(self) -> Iterator[None]:
-        """Marks the run FAILED if the block raises; then forgets the exported identity (the next job of a
-        sequential multirun is a new job)."""
+    def running(self, continues: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """Marks the run FAILED if the block raises, unless ``continues()`` (stopped for a requeue: the next
+        job continues the run); then forgets the exported identity (the next job of a sequential multirun is
+        a new job)."""
         try:
             yield
         except BaseException:
-            if self.launcher and self.run_id is not None:
+            if self.launcher and self.run_id is not None and not continues():
                 store.mark_failed(MlflowClient(self.tracking_uri), self.run_id)
             raise
         finally:

@@ -2,7 +2,9 @@
 checkpoints, so that a job that dies before sending them (SIGKILL, OOM, a stop during an outage) loses none:
 the job that resumes the run sends them first.
 
-One JSON line per metric, ``[key, value, timestamp_ms, step]``, after a first line naming the run. Lines are
+One JSON line per metric, ``[key, value, timestamp_ms, step]``, after a first line naming the run (and the
+store, its password masked); the outbox's other writes (params, tags, artifacts, the final status) as
+``{"kind": ..., "payload": ...}`` lines, which ``python -m pipeline.tracking.replay`` sends. Lines are
 appended (and flushed to the operating system: they survive a killed process, not a lost node) as metrics are
 logged; the file is emptied whenever the outbox has sent everything. On resume, ``replay_journal`` sends what
 the run does not hold yet and raises the run's per-metric floors to it: the steps that the resumed job then
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from alexnet_common.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +34,32 @@ class MetricJournal:
     """Appends metrics for ``run_id`` to ``path``; ``clear`` empties it. Not thread-safe: the outbox calls it
     under its lock."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(self, path: Path, run_id: str, tracking_uri: str | None = None) -> None:
         self.path = path
         self.run_id = run_id
+        self.header = {"run_id": run_id, "tracking_uri": redact_uri(tracking_uri) if tracking_uri else None}
         self._file: IO[str] | None = None
 
-    def append(self, metrics: list[Metric]) -> None:
+    def _write(self, lines: list[str]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a")
         if self._file.tell() == 0:
-            self._file.write(json.dumps({"run_id": self.run_id}) + "\n")
-        lines = (json.dumps([m.key, m.value, m.timestamp, m.step]) for m in metrics)
+            self._file.write(json.dumps(self.header) + "\n")
         self._file.write("".join(line + "\n" for line in lines))
         self._file.flush()
+
+    def append(self, metrics: list[Metric]) -> None:
+        self._write([json.dumps([m.key, m.value, m.timestamp, m.step]) for m in metrics])
+
+    def record(self, kind: str, payload: Any) -> None:
+        """Any outbox write: metrics as metric lines, the others as ``{"kind", "payload"}`` lines."""
+        if kind == "metrics":
+            self.append(payload)
+            return
+        if kind == "params":
+            payload = [[param.key, param.value] for param in payload]
+        self._write([json.dumps({"kind": kind, "payload": payload}, default=str)])
 
     def clear(self) -> None:
         if self._file is not None:
@@ -50,19 +67,45 @@ class MetricJournal:
             self._file.seek(0)
 
 
-def _read(path: Path) -> tuple[str | None, list[Metric]]:
-    """The journal's run id and metrics; a line cut short by a kill mid-write is dropped."""
-    run_id, metrics = None, []
+@dataclass
+class JournalContents:
+    header: dict[str, Any] = field(default_factory=dict)  # run_id, tracking_uri (password masked)
+    metrics: list[Metric] = field(default_factory=list)
+    writes: list[tuple[str, Any]] = field(default_factory=list)  # (kind, payload) of the other writes
+
+
+def read_journal(path: Path) -> JournalContents:
+    """The journal's header, metrics and other writes; a line cut short by a kill mid-write is dropped."""
+    contents = JournalContents()
     for number, line in enumerate(path.read_text().splitlines()):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if number == 0 and isinstance(record, dict):
-            run_id = record.get("run_id")
+        if number == 0 and isinstance(record, dict) and "run_id" in record:
+            contents.header = record
+        elif isinstance(record, dict) and "kind" in record:
+            contents.writes.append((str(record["kind"]), record.get("payload")))
         elif isinstance(record, list) and len(record) == 4:
-            metrics.append(Metric(str(record[0]), float(record[1]), int(record[2]), int(record[3])))
-    return run_id, metrics
+            contents.metrics.append(Metric(str(record[0]), float(record[1]), int(record[2]), int(record[3])))
+    return contents
+
+
+def _read(path: Path) -> tuple[str | None, list[Metric]]:
+    contents = read_journal(path)
+    return contents.header.get("run_id"), contents.metrics
+
+
+def metric_floors(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step each metric of the run was logged at (steps a resumed job must not log again): the
+    run's latest metrics as the store returns them, each with its step (one request, whatever the history)."""
+    latest = client.get_run(run_id).data.to_proto().metrics
+    return {metric.key: int(metric.step) for metric in latest}
+
+
+def unsent_metrics(metrics: list[Metric], floors: dict[str, int]) -> list[Metric]:
+    """The metrics above the run's last step of each key: sending them twice adds nothing twice."""
+    return [m for m in metrics if m.step > floors.get(m.key, -1)]
 
 
 def replay_journal(client: MlflowClient, run_id: str, path: Path, floors: dict[str, int]) -> dict[str, int]:
@@ -82,7 +125,7 @@ def replay_journal(client: MlflowClient, run_id: str, path: Path, floors: dict[s
             )
         path.unlink()
         return floors
-    unsent = [m for m in metrics if m.step > floors.get(m.key, -1)]
+    unsent = unsent_metrics(metrics, floors)
     for start in range(0, len(unsent), METRICS_PER_REQUEST):
         client.log_batch(run_id, metrics=unsent[start : start + METRICS_PER_REQUEST])
     if unsent:

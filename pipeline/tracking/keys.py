@@ -44,10 +44,18 @@ TAG_SEED = "seed"
 TAG_STUDY = "study"  # the sweep (or study=) that a run belongs to
 TAG_GIT_COMMIT = "git_commit"
 TAG_GIT_DIRTY = "git_dirty"
+# MLflow's standard provenance tags (the UI's Source, Version and User columns), set beside the project's own.
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_MLFLOW_SOURCE_NAME = "mlflow.source.name"
+TAG_MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+TAG_MLFLOW_USER = "mlflow.user"
+SOURCE_NAME_TRAIN = "pipeline.train"  # python -m pipeline.train
+SOURCE_TYPE_LOCAL = "LOCAL"  # MLflow's SourceType for a script run on a machine
 TAG_HOST = "host"
 TAG_WORLD_SIZE = "world_size"
 TAG_NUM_NODES = "num_nodes"
 TAG_STRATEGY = "strategy"
+TAG_TRACKING_UNSENT = "tracking_unsent"  # writes the job could not deliver (journaled): replay them
 TAG_CKPT_DIR = "ckpt_dir"  # where the job's checkpoints are: how a requeued job finds its run
 TAG_BEST_CHECKPOINT = "best_checkpoint"  # local path of the best checkpoint, logged at the end of training
 TAG_EVAL_WEIGHTS = "eval_weights"  # which weights the eval/* metrics score: final | best | checkpoint <file>

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from alexnet_common.redact import redact_uri
 from pipeline.tracking.journal import MetricJournal
 from pipeline.tracking.store import flatten
 
@@ -65,8 +66,8 @@ class Outbox:
 
     def put(self, kind: str, payload: Any) -> None:
         with self._changed:
-            if kind == "metrics" and self.journal is not None:
-                self.journal.append(payload)
+            if self.journal is not None:
+                self.journal.record(kind, payload)  # every write: replayable if never sent
             self._queue.append(_Write(kind, payload))
             self._changed.notify_all()
 
@@ -174,10 +175,13 @@ class BufferedMlflowLogger(Logger):
         self.stop_flush_timeout_s = stop_flush_timeout_s
         self.client = MlflowClient(tracking_uri)
         self.outbox: Outbox | None = None
+        self.journal_path = journal
+        self.unsent = 0  # writes finalize could not deliver: the job must not exit 0
+        self.continues = False  # set on a stop for a requeue: the next job continues the run (no status)
         if owner:
             if run_id is None:
                 raise ValueError("the process that owns the MLflow run needs its run_id")
-            journal_file = MetricJournal(journal, run_id) if journal is not None else None
+            journal_file = MetricJournal(journal, run_id, tracking_uri) if journal is not None else None
             self.outbox = Outbox(self.client, run_id, journal=journal_file)
 
     @property
@@ -226,15 +230,22 @@ class BufferedMlflowLogger(Logger):
         if self.outbox is None:
             return
         # "finished": Lightning's SLURM requeue handler (the time limit is near); "failed": also a SIGTERM
-        finished = status in ("success", "finished")
-        self.outbox.put("status", RunStatus.to_string(RunStatus.FINISHED if finished else RunStatus.FAILED))
-        timeout = self.flush_timeout_s if status == "success" else self.stop_flush_timeout_s
+        if not self.continues:  # a run that a requeued job continues stays RUNNING
+            finished = status in ("success", "finished")
+            self.outbox.put(
+                "status", RunStatus.to_string(RunStatus.FINISHED if finished else RunStatus.FAILED)
+            )
+        timeout = (
+            self.flush_timeout_s if status == "success" and not self.continues else self.stop_flush_timeout_s
+        )
         if not self.outbox.flush(timeout):
+            self.unsent = self.outbox.pending
             log.error(
-                "MLflow run %s: %d writes still unsent after %.0f s (tracking server %s unreachable); they "
-                "are lost when this process exits",
+                "MLflow run %s: %d writes still unsent after %.0f s (tracking store %s unreachable); they "
+                "are kept in %s",
                 self.run_id,
-                self.outbox.pending,
+                self.unsent,
                 timeout,
-                self.tracking_uri,
+                redact_uri(self.tracking_uri),
+                self.journal_path,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alexnet_common.redact import redact_text, redact_uri
 from pipeline.tracking import keys
 
 if TYPE_CHECKING:  # MLflow loads where used: the CLI's config errors stay fast
@@ -52,16 +54,16 @@ def check_reachable(uri: str, timeout_s: float = REACHABILITY_TIMEOUT_S) -> None
         return
     if not uri.startswith(("http://", "https://")):
         return
-    health = uri.rstrip("/") + "/health"
+    health, shown = uri.rstrip("/") + "/health", redact_uri(uri)
     try:
         with urllib.request.urlopen(health, timeout=timeout_s) as response:
             if response.status != 200:
-                raise ConnectionError(f"MLflow tracking server {uri} answered {response.status} on /health")
+                raise ConnectionError(f"MLflow tracking server {shown} answered {response.status} on /health")
     except (urllib.error.URLError, OSError) as error:
         raise ConnectionError(
-            f"MLflow tracking server {uri} is unreachable ({error}); start it, or point "
+            f"MLflow tracking server {shown} is unreachable ({redact_text(str(error))}); start it, or point "
             "logger.tracking_uri / MLFLOW_TRACKING_URI at a running server"
-        ) from error
+        ) from None  # the chained error's text would show the URI's password
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -107,16 +109,28 @@ def git_state(repo_dir: Path) -> tuple[str, str]:
     return commit, dirty
 
 
+def _user() -> str:
+    """The user running the job, as MLflow's fluent API would tag it (``mlflow.user``)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (containers) and no USER variable
+        return f"uid-{os.getuid()}"
+
+
 def run_tags(
     *, name: str, seed: int, study: str, world_size: int, strategy: str, num_nodes: int = 1
 ) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).resolve().parent)
     return {
+        keys.TAG_MLFLOW_SOURCE_NAME: keys.SOURCE_NAME_TRAIN,
+        keys.TAG_MLFLOW_SOURCE_TYPE: keys.SOURCE_TYPE_LOCAL,
+        keys.TAG_MLFLOW_USER: _user(),
         keys.TAG_KIND: keys.KIND_TRAINING,
         keys.TAG_EXPERIMENT: name,
         keys.TAG_SEED: str(seed),
         keys.TAG_STUDY: study,
         keys.TAG_GIT_COMMIT: commit,
+        **({keys.TAG_MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else {}),
         keys.TAG_GIT_DIRTY: dirty,
         keys.TAG_HOST: socket.gethostname(),
         keys.TAG_WORLD_SIZE: str(world_size),
@@ -125,17 +139,13 @@ def run_tags(
     }
 
 
-def create_run(
-    client: MlflowClient, experiment_name: str, run_name: str, tags: dict[str, str], params: dict[str, Any]
-) -> str:
+def param_batches(params: dict[str, Any]) -> Iterator[list[Any]]:
+    """``params`` as MLflow ``Param`` lists of at most one request's worth, values cut to MLflow's limit."""
     from mlflow.entities import Param
 
-    experiment_id = get_or_create_experiment(client, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     items = [Param(key, str(value)[:_PARAM_VALUE_LIMIT]) for key, value in params.items()]
     for start in range(0, len(items), _PARAMS_PER_BATCH):
-        client.log_batch(run.info.run_id, params=items[start : start + _PARAMS_PER_BATCH])
-    return run.info.run_id
+        yield items[start : start + _PARAMS_PER_BATCH]
 
 
 def reopen_run(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:

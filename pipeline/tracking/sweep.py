@@ -12,10 +12,11 @@ import logging
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from alexnet_common.redact import redact_uri
 from pipeline.tracking import store
+from pipeline.tracking.shared_store import prepare_store
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def prepare_tracking_store(tracking_uri: str | None, experiment_name: str | None
     uri = store.resolve_tracking_uri(tracking_uri)
     store.check_reachable(uri)
     name = store.resolve_experiment_name(experiment_name)
-    experiment_id = store.get_or_create_experiment(MlflowClient(uri), name)
-    log.info("MLflow experiment %s (%s) ready in %s", name, experiment_id, uri)
+    experiment_id = prepare_store(uri, name)
+    log.info("MLflow experiment %s (%s) ready in %s", name, experiment_id, redact_uri(uri))
     return experiment_id
 
 

@@ -36,6 +36,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "pipeline.checkpoints",
         "pipeline.tracking",
         "pipeline.serving",
+        "alexnet_common",
     ),
     # the logged model's code: what a fresh process imports to load it (the net, the data's resize)
     "pipeline.serving": ("pipeline.serving", "pipeline.models", "pipeline.data.transforms"),
