@@ -18,6 +18,7 @@ SHARED_UNITS = {
     # the local Slurm clusters (scripts/local_slurm.sh): one set of daemons on this host at a time
     "tests/cluster/test_slurm.py": "local-slurm",
     "tests/cluster/test_two_nodes.py": "local-slurm",
+    "tests/cluster/test_time_limit.py": "local-slurm",
     # the uninterrupted reference job (tests/resilience/conftest.py::reference), trained once
     "tests/resilience/test_exact_resume.py": "resilience-reference",
     "tests/resilience/test_sigkill_campaign.py": "resilience-reference",
