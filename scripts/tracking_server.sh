@@ -93,6 +93,10 @@ write_auth_config() {
     password=$("$python" -c 'import secrets; print(secrets.token_urlsafe(18))')
     (umask 077 && printf 'username=admin\npassword=%s\n' "$password" >"$dir/credentials")
   fi
+  # the basic-auth app's CSRF protection needs a key that stays the same across restarts and workers
+  if [ ! -f "$dir/flask_secret_key" ]; then
+    (umask 077 && "$python" -c 'import secrets; print(secrets.token_hex(32))' >"$dir/flask_secret_key")
+  fi
   local user pass
   user=$(sed -n 's/^username=//p' "$dir/credentials")
   pass=$(sed -n 's/^password=//p' "$dir/credentials")
@@ -109,6 +113,8 @@ start_mlflow() {
   if [ "$host" != "127.0.0.1" ] && [ "$host" != "localhost" ]; then
     write_auth_config
     export MLFLOW_AUTH_CONFIG_PATH=$dir/basic_auth.ini
+    MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$dir/flask_secret_key")
+    export MLFLOW_FLASK_SERVER_SECRET_KEY
     extra=(--app-name basic-auth)
   fi
   # The store URI carries no password (libpq takes it from PGPASSFILE) and travels in the environment.

@@ -56,7 +56,8 @@ def _skip_reason() -> str | None:
 
 
 @contextmanager
-def team_server() -> Iterator[TeamServer]:
+def team_server(host: str = "127.0.0.1") -> Iterator[TeamServer]:
+    """The server on ``host`` (beyond 127.0.0.1 the script turns on basic auth: DIR/credentials)."""
     if reason := _skip_reason():
         pytest.skip(reason)
     # not under pytest's tmp folder (mode 700): as root the cluster runs as the postgres user
@@ -69,6 +70,7 @@ def team_server() -> Iterator[TeamServer]:
         "PYTHON": sys.executable,
         "TRACKING_SERVER_PORT": str(free_port()),
         "TRACKING_SERVER_WORKERS": "2",
+        "TRACKING_SERVER_HOST": host,
     }
     started = subprocess.run(
         ["bash", str(SCRIPT), "start", str(directory)],
