@@ -25,6 +25,15 @@ from pipeline.training.lightning_internals import log_step_metrics_now, stop_aft
 log = logging.getLogger(__name__)
 
 
+def signalled_on_any_rank(signalled: bool, trainer: Trainer, pl_module: LightningModule) -> bool:
+    """Whether a signal reached any rank: the ranks must agree at a step boundary, or they would stop at
+    different steps and the next collective would hang."""
+    flag = torch.tensor(float(signalled), device=pl_module.device)
+    if trainer.world_size > 1:
+        flag = trainer.strategy.reduce(flag, reduce_op="sum")
+    return flag.item() > 0
+
+
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt`` at every epoch's end, whatever the val error did (Lightning's ``save_last`` skips epochs
     whose monitor did not improve), overwriting the one a SIGTERM or periodic checkpoint wrote mid-epoch."""
@@ -91,10 +100,7 @@ class CheckpointOnSigterm(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        signalled = torch.tensor(float(self._signalled), device=pl_module.device)
-        if trainer.world_size > 1:
-            signalled = trainer.strategy.reduce(signalled, reduce_op="sum")
-        if signalled.item() > 0 and not trainer.received_sigterm:
+        if signalled_on_any_rank(self._signalled, trainer, pl_module) and not trainer.received_sigterm:
             log.info(
                 "SIGTERM: stopping after step %d on every rank, writing %s", trainer.global_step, self.path
             )

@@ -21,13 +21,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.checkpoints.files import LAST_NAME
 from pipeline.tracking.writer import run_writer
+from pipeline.training.checkpointing import signalled_on_any_rank
 from pipeline.training.lightning_internals import stop_after_this_step
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ class RequeueOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        signalled = torch.tensor(float(self._signalled), device=pl_module.device)
-        if trainer.world_size > 1:
-            signalled = trainer.strategy.reduce(signalled, reduce_op="sum")
-        if signalled.item() > 0 and not self.stopping:
+        if signalled_on_any_rank(self._signalled, trainer, pl_module) and not self.stopping:
             log.info(
                 "SIGUSR1 (time limit near): stopping after step %d, writing %s",
                 trainer.global_step,

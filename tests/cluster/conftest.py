@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import keys
 from tests.helpers.paths import REPO
+from tests.helpers.services import start_service
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 START_TIMEOUT_S = 240  # includes apt-get install on a fresh CI machine
@@ -84,14 +85,7 @@ def _local_cluster(directory: Path, nodes: int) -> Iterator[LocalSlurm]:
     if reason:
         pytest.skip(reason)
     env = {**os.environ, "CI": os.environ.get("CI", "true"), "LOCAL_SLURM_NODES": str(nodes)}
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "start", str(directory)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_S,
-    )
+    started = start_service(SCRIPT, directory, env, START_TIMEOUT_S)
     try:
         assert started.returncode == 0, f"local_slurm.sh start failed:\n{started.stdout}\n{started.stderr}"
         env["SLURM_CONF"] = str(directory / "slurm.conf")

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers.mlflow_server import free_port
 from tests.helpers.paths import SCRIPTS
+from tests.helpers.services import start_service
 
 SCRIPT = SCRIPTS / "tracking_server.sh"
 START_TIMEOUT_S = 300  # includes apt-get install postgresql on a fresh CI machine
@@ -72,14 +73,7 @@ def team_server(host: str = "127.0.0.1") -> Iterator[TeamServer]:
         "TRACKING_SERVER_WORKERS": "2",
         "TRACKING_SERVER_HOST": host,
     }
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "start", str(directory)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_S,
-    )
+    started = start_service(SCRIPT, directory, env, START_TIMEOUT_S)
     try:
         assert started.returncode == 0, f"tracking_server.sh start failed:\n{started.stderr[-3000:]}"
         yield TeamServer(directory, started.stdout.strip().splitlines()[-1], env)
