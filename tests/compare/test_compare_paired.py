@@ -6,8 +6,9 @@ study, to check that the same config on the same machine gives bit-identical res
 from __future__ import annotations
 
 import json
-import shutil
+import sqlite3
 import statistics
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,12 @@ SEEDS = ["1", "2", "3"]
 @pytest.fixture(scope="module")
 def merged_study(trained_study: TrainedStudy, demo_shards: Path, tmp_path_factory) -> TrainedStudy:
     root = tmp_path_factory.mktemp("merged-study")
-    shutil.copy(trained_study.root / "mlflow.db", root / "mlflow.db")  # the session's study stays as it is
+    # the session's study stays as it is; sqlite's backup copies what its write-ahead log still holds too
+    with (
+        closing(sqlite3.connect(trained_study.root / "mlflow.db")) as source,
+        closing(sqlite3.connect(root / "mlflow.db")) as copy,
+    ):
+        source.backup(copy)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the sweep's jobs ran (OMP_NUM_THREADS=1)
