@@ -19,10 +19,8 @@
 # pip settings only), CONTAINER_PIP_CONSTRAINTS (a constraints file for the build's pip, e.g. a `pip freeze`).
 set -euo pipefail
 
-usage() {
-  echo "usage: $0 {base | build IMAGE | run PODMAN_RUN_ARGS... | images | clean [IMAGE]}" >&2
-  exit 2
-}
+# shellcheck source=scripts/messages.sh
+. "$(dirname "$0")/messages.sh" container "{base | build IMAGE | run PODMAN_RUN_ARGS... | images | clean [IMAGE]}"
 
 [ $# -ge 1 ] || usage
 action=$1
@@ -35,13 +33,8 @@ cache_image=localhost/alexnet-pipeline-cache:deps
 # Bump when the base recipe below changes: the key names the image, so a new recipe makes a new base.
 base_recipe=1
 
-log() { echo "[container] $*" >&2; }
 scratch=()
 trap 'rm -rf "${scratch[@]}"' EXIT
-die() {
-  log "error: $*"
-  exit 1
-}
 
 install_packages() {
   local missing=()

@@ -17,10 +17,8 @@
 # node's address (torch.distributed's MASTER_ADDR) use 127.0.0.1, as hydra/launcher=slurm_local does.
 set -euo pipefail
 
-usage() {
-  echo "usage: $0 {start|stop|status} DIR" >&2
-  exit 2
-}
+# shellcheck source=scripts/messages.sh
+. "$(dirname "$0")/messages.sh" local_slurm "{start|stop|status} DIR"
 
 [ $# -eq 2 ] || usage
 action=$1
@@ -29,11 +27,6 @@ partition=${LOCAL_SLURM_PARTITION:-local}
 start_timeout=${LOCAL_SLURM_START_TIMEOUT:-60}
 nodes=${LOCAL_SLURM_NODES:-1}
 
-log() { echo "[local_slurm] $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 install_packages() {
   if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then

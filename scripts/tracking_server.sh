@@ -16,10 +16,8 @@
 # As root, PostgreSQL runs as the "postgres" user (it refuses root): DIR must then be reachable by that user.
 set -euo pipefail
 
-usage() {
-  echo "usage: $0 {start|stop|status} DIR" >&2
-  exit 2
-}
+# shellcheck source=scripts/messages.sh
+. "$(dirname "$0")/messages.sh" tracking_server "{start|stop|status} DIR"
 [ $# -eq 2 ] || usage
 action=$1
 dir=$2
@@ -29,11 +27,6 @@ workers=${TRACKING_SERVER_WORKERS:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
 
-log() { echo "[tracking_server] $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 

@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 WEIGHTS = ("final", "best")
 
 
+def checked_weights(setting: str, weights: str) -> str:
+    """``weights`` when it names weights a job ends with (the final ones or the best checkpoint's); else a
+    ValueError naming the setting."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"{setting} must be one of {', '.join(WEIGHTS)} (got {weights!r})")
+    return weights
+
+
 class FinalEvaluation(Callback):
     """Args:
     enabled: false skips it (``python -m pipeline.evaluate run_id=...`` can still evaluate the run later).
@@ -38,10 +46,7 @@ class FinalEvaluation(Callback):
     def __init__(
         self, enabled: bool = True, weights: str = "final", limit_batches: int | None = None
     ) -> None:
-        if weights not in WEIGHTS:
-            raise ValueError(
-                f"callbacks.final_eval.weights must be one of {', '.join(WEIGHTS)} (got {weights!r})"
-            )
+        checked_weights("callbacks.final_eval.weights", weights)
         if limit_batches is not None and limit_batches < 1:
             raise ValueError(f"callbacks.final_eval.limit_batches must be >= 1 or null (got {limit_batches})")
         self.enabled = enabled

@@ -27,10 +27,10 @@ from pipeline.serving.bundle import ModelCard, write_bundle
 from pipeline.serving.classifier import IMAGE_COLUMN, signature
 from pipeline.tracking.logged_model import check_model_name, log_pyfunc_model
 from pipeline.tracking.writer import run_writer
+from pipeline.training.final_eval import checked_weights
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = ("final", "best")
 NET_PREFIX = "net."  # the LightningModule's state_dict keys of the net
 
 
@@ -66,10 +66,7 @@ class LogModel(Callback):
     def __init__(
         self, enabled: bool = True, weights: str = "final", register_model: str | None = None
     ) -> None:
-        if weights not in WEIGHTS:
-            raise ValueError(
-                f"callbacks.log_model.weights must be one of {', '.join(WEIGHTS)} (got {weights!r})"
-            )
+        checked_weights("callbacks.log_model.weights", weights)
         if register_model is not None:
             check_model_name(str(register_model))
         self.enabled = enabled

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.tracking import keys
@@ -94,18 +94,24 @@ class RecordLr(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def test_training_stops_when_the_last_rate_has_plateaued():
-    torch.manual_seed(0)
-    # 10 classes: chance 0.9, so learning starts at the script's 0.8 (epoch 1), as the drops above presume
-    module = ScriptedValError(10, width=0.0625, in_size=67, lr=1.0, lr_patience=2, max_lr_drops=3)
+def _fit_recording_lr(module: LightningModule, max_epochs: int) -> tuple[Trainer, RecordLr]:
+    """Fits ``module`` on two random images (its scripted val errors drive the policy); records each lr."""
     images, labels = torch.randn(2, 3, 67, 67), torch.tensor([0, 1])
     loader = DataLoader(TensorDataset(images, labels), batch_size=2)
     record = RecordLr()
     trainer = Trainer(
-        accelerator="cpu", max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record],
+        accelerator="cpu", max_epochs=max_epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record],
     )  # fmt: skip
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    return trainer, record
+
+
+def test_training_stops_when_the_last_rate_has_plateaued():
+    torch.manual_seed(0)
+    # 10 classes: chance 0.9, so learning starts at the script's 0.8 (epoch 1), as the drops above presume
+    module = ScriptedValError(10, width=0.0625, in_size=67, lr=1.0, lr_patience=2, max_lr_drops=3)
+    trainer, record = _fit_recording_lr(module, max_epochs=30)
     assert trainer.current_epoch == 12  # epochs 0..11, then the stop (max_epochs=30 never reached)
     assert record.lrs == pytest.approx(LR_PER_EPOCH)
 
@@ -179,14 +185,7 @@ class ChanceThenScript(AlexNetModule):
 def test_training_waits_at_chance_then_drops_and_stops_as_the_paper():
     torch.manual_seed(0)
     module = ChanceThenScript(10, width=0.0625, in_size=67, lr=1.0, lr_patience=2, max_lr_drops=3)
-    images, labels = torch.randn(2, 3, 67, 67), torch.tensor([0, 1])
-    loader = DataLoader(TensorDataset(images, labels), batch_size=2)
-    record = RecordLr()
-    trainer = Trainer(
-        accelerator="cpu", max_epochs=40, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record],
-    )  # fmt: skip
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    trainer, record = _fit_recording_lr(module, max_epochs=40)
     assert record.lrs == pytest.approx([1.0] * 4 + LR_PER_EPOCH)
     assert trainer.current_epoch == 16
     scheduler = trainer.lr_scheduler_configs[0].scheduler
