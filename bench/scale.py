@@ -3,26 +3,32 @@
     python bench/scale.py                                         # the full count (about an hour here)
     python bench/scale.py --images 20000 --classes 100            # a few minutes
     python bench/scale.py --curve 2000,10000,20000 --classes 100  # growth curves: log-log slope per figure
+    python bench/scale.py --curve 12812,128117,1281167 --team-server   # the full count, its curve, the server
 
 Per count, each stage in a fresh process (bench/scale_stages.py): a generated tree in ImageNet's layout
 (bench/scale_tree.py), prep (wall, images/s, parent/worker peak RSS, manifest size, shards), data_prep.verify,
 one training-loader epoch of rank 0 reading every key and label without decoding, the span tables of 1, 8, 64
 and 512 ranks x 8 workers (exactly once, equal steps, compute time, a worker's first sample), a 90% resume
 position for 64 ranks and its read-back, and a study of --runs runs x 90 epochs compared by
-pipeline.compare (every run counted). Writes one JSON record (--json) and prints a table; with several
+pipeline.compare (every run counted), with --team-server also on the PostgreSQL team server
+(scripts/tracking_server.sh). Writes one JSON record (--json) and prints a table; with several
 counts, each figure's log-log slope against the count (1: linear, 2: quadratic).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -56,7 +62,28 @@ def default_runs(images: int) -> int:
     return max(8, round(FULL_RUNS * images / IMAGENET_TRAIN))
 
 
-def rehearse(work: Path, images: int, classes: int, runs: int, workers: int) -> dict:
+@contextlib.contextmanager
+def team_server(folder: Path) -> Iterator[str]:
+    """scripts/tracking_server.sh (mlflow on PostgreSQL, 127.0.0.1) in a fresh ``folder``; yields its URL."""
+    script = REPO / "scripts" / "tracking_server.sh"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with socket.socket() as probe:  # a free port for the server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHON": sys.executable, "TRACKING_SERVER_PORT": str(port)}
+    started = subprocess.run(
+        ["bash", str(script), "start", str(folder)], env=env, capture_output=True, text=True, check=False
+    )
+    try:
+        if started.returncode != 0:
+            raise RuntimeError(f"tracking_server.sh start failed:\n{started.stderr[-3000:]}")
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(folder)], env=env, capture_output=True, check=False)
+
+
+def rehearse(work: Path, images: int, classes: int, runs: int, workers: int, server: bool = False) -> dict:
     say = Console(stderr=True).print
     tree = make_tree(work / f"source-{images}-{classes}", images, classes)
     say(f"[{images}] tree: {tree['train']} train + {tree['val']} val in {classes} classes")
@@ -76,6 +103,11 @@ def rehearse(work: Path, images: int, classes: int, runs: int, workers: int) -> 
     shutil.rmtree(store, ignore_errors=True)
     record["tracking"] = stage("tracking", root=str(store), runs=runs)
     say(f"[{images}] spans, resume, tracking ({runs} runs) done")
+    if server:
+        # the folder must be reachable by PostgreSQL's own user when run as root: not under a mode-700 home
+        with team_server(Path(tempfile.gettempdir()) / f"alexnet-scale-server-{images}") as url:
+            record["server"] = stage("tracking", root=str(store / "server-report"), runs=runs, uri=url)
+        say(f"[{images}] team server ({runs} runs) done")
     record["checks"] = checks(record)
     return record
 
@@ -89,7 +121,8 @@ def checks(record: dict) -> dict:
         "spans_exactly_once": all(s["exactly_once"] for s in spans),
         "spans_equal_steps": all(s["equal_steps"] for s in spans),
         "resume_at_position": record["resume"]["at_position"],
-        "all_runs_counted": record["tracking"]["all_counted"],
+        "all_runs_counted": record["tracking"]["all_counted"]
+        and record.get("server", {"all_counted": True})["all_counted"],
     }
 
 
@@ -114,6 +147,8 @@ FIGURES = (
     ("store fill s", ("tracking", "fill_s")),
     ("compare s", ("tracking", "compare_s")),
     ("tracking growth MiB", ("tracking", "growth_mib")),
+    ("server fill s", ("server", "fill_s")),
+    ("server compare s", ("server", "compare_s")),
 )
 
 
@@ -143,6 +178,8 @@ def print_table(records: list[dict]) -> None:
     table.add_column("log-log slope", justify="right")
     counts = [float(r["images"]) for r in records]
     for label, path in FIGURES:
+        if not all(path[0] in r for r in records):  # the team server's rows only when it ran
+            continue
         values = [figure(r, path) for r in records]
         fitted = slope(counts, values)
         table.add_row(label, *(f"{v:.3g}" for v in values), "-" if fitted is None else f"{fitted:.2f}")
@@ -158,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", default="", help="comma-separated counts to run (overrides --images)")
     parser.add_argument("--runs", type=int, default=None, help="tracked runs (default: 1,000 x count/1.28M)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="prep workers")
+    parser.add_argument(
+        "--team-server", action="store_true",
+        help="also fill and compare the study on scripts/tracking_server.sh (PostgreSQL; root installs it)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "scale", help="trees, shards, stores")
     parser.add_argument("--json", type=Path, default=None, help="the JSON record (default: WORK/scale.json)")
     args = parser.parse_args(argv)
@@ -166,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"every count must be at least --classes {args.classes}")
     start = time.perf_counter()
     records = [
-        rehearse(args.work, c, args.classes, args.runs or default_runs(c), args.workers) for c in counts
+        rehearse(args.work, c, args.classes, args.runs or default_runs(c), args.workers, args.team_server)
+        for c in counts
     ]
     result = {"command": " ".join(sys.argv), "seconds": time.perf_counter() - start, "counts": records}
     path = args.json or args.work / "scale.json"
