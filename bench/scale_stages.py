@@ -5,7 +5,9 @@
 Memory, in MiB: ``rss_mib`` is this process's peak (getrusage), ``start_rss_mib`` the same just before the
 stage (after its imports: torch alone is ~500 MiB here), so the stage's own growth is the difference;
 ``workers_rss_mib`` is the peak of the summed RSS of this process's children (prep's workers), sampled every
-50 ms with psutil. (RUSAGE_CHILDREN is no use here: importing torch in this venv reaps a ~430 MiB child.)
+50 ms with psutil; it counts the pages they share with this process once per worker. ``workers_uss_mib`` is
+the peak of their summed private memory (USS, read from smaps once a second): what each added worker costs.
+(RUSAGE_CHILDREN is no use here: importing torch in this venv reaps a ~430 MiB child.)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -48,22 +51,26 @@ def verify(out: str) -> dict:
     return {"seconds": time.perf_counter() - start, "problems": len(problems)}
 
 
-def _stages() -> dict:
-    # every stage's imports first, so that start_rss_mib holds them and the stage's growth is its own
-    from scale_data import loader_epoch, resume_position, span_tables
-    from scale_tracking import tracking_stage
+def _stage(name: str) -> Callable[..., dict]:
+    """The stage's function with its imports done, so that start_rss_mib holds them and the stage's growth is
+    its own. Only its own imports: MLflow's, say, would add seconds and a hundred MiB to a loader stage."""
+    if name in ("prep", "verify"):
+        import data_prep.prep  # noqa: F401
+        import data_prep.verify  # noqa: F401
+        from data_prep.images import resize_backend
 
-    import data_prep.prep  # noqa: F401
-    import data_prep.verify  # noqa: F401
+        if name == "prep":
+            resize_backend()  # torch: prep imports it before forking its workers
+        return {"prep": prep, "verify": verify}[name]
+    if name == "tracking":
+        from scale_tracking import tracking_stage
 
-    return {
-        "prep": prep,
-        "verify": verify,
-        "loader": loader_epoch,
-        "spans": span_tables,
-        "resume": resume_position,
-        "tracking": tracking_stage,
-    }
+        return tracking_stage
+    if name in ("loader", "spans", "resume"):
+        from scale_data import loader_epoch, resume_position, span_tables
+
+        return {"loader": loader_epoch, "spans": span_tables, "resume": resume_position}[name]
+    raise ValueError(f"unknown stage {name!r}: prep, verify, loader, spans, resume or tracking")
 
 
 def self_peak_mib() -> float:
@@ -71,35 +78,47 @@ def self_peak_mib() -> float:
 
 
 class ChildrenPeak(threading.Thread):
-    """The peak of the summed RSS of this process's descendants, sampled until ``stop``."""
+    """The peaks of the summed RSS and USS of this process's descendants, sampled until ``stop``."""
+
+    USS_EVERY = 20  # samples: smaps is slow to read, RSS is not
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak, self.done = 0, threading.Event()
+        self.peak, self.peak_uss, self.done = 0, 0, threading.Event()
 
     def run(self) -> None:
         me = psutil.Process()
+        sample = 0
         while not self.done.wait(0.05):
-            total = 0
+            rss = uss = 0
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
-            self.peak = max(self.peak, total)
+                    if sample % self.USS_EVERY:
+                        rss += child.memory_info().rss
+                    else:
+                        full = child.memory_full_info()
+                        rss, uss = rss + full.rss, uss + full.uss
+            self.peak, self.peak_uss = max(self.peak, rss), max(self.peak_uss, uss)
+            sample += 1
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, float]:
+        """The peaks of the children's summed RSS and USS, in MiB."""
         self.done.set()
         self.join()
-        return self.peak / 2**20
+        return self.peak / 2**20, self.peak_uss / 2**20
 
 
 def main() -> None:
     stage, arguments = sys.argv[1], json.loads(sys.argv[2])
-    run = _stages()[stage]
+    run = _stage(stage)
     start_rss, sampler = self_peak_mib(), ChildrenPeak()
     sampler.start()
     result = run(**arguments)
-    workers = sampler.stop()
-    memory = {"rss_mib": self_peak_mib(), "start_rss_mib": start_rss, "workers_rss_mib": workers}
+    workers_rss, workers_uss = sampler.stop()
+    memory = {
+        "rss_mib": self_peak_mib(), "start_rss_mib": start_rss,
+        "workers_rss_mib": workers_rss, "workers_uss_mib": workers_uss,
+    }  # fmt: skip
     print(json.dumps({**result, **memory}))
 
 

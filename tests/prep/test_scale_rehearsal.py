@@ -1,4 +1,5 @@
-"""bench/scale.py at a small count: the properties that must hold at ImageNet's count hold here.
+"""bench/scale.py at a small count (``--images 20000 --classes 100``, the command docs/benchmarks.md gives for
+a quick rehearsal): the properties that must hold at ImageNet's count hold here.
 
 The figures (seconds, RSS) are measured, never asserted; what is asserted is what a full-count run relies on:
 every sample exactly once (one rank's epoch, and the span tables of 1 to 512 ranks x 8 workers), equal steps
@@ -15,7 +16,7 @@ import pytest
 
 from tests.helpers.paths import REPO
 
-IMAGES, CLASSES, RUNS = 3000, 20, 12
+IMAGES, CLASSES, RUNS = 20_000, 100, 16  # RUNS: scale.py's default at this count
 
 
 @pytest.fixture(scope="module")
