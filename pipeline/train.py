@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet_common.cli import EXIT_USER_ERROR
 from pipeline.training.config_check import ConfigError, check_config
+from pipeline.training.requeue_signal import watch_requeue_signal
 
 # torch, Lightning and MLflow load inside the functions: a mistyped override then fails in a second, not ten.
 if TYPE_CHECKING:
@@ -245,6 +246,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 # The configs as package resources (alexnet_common/conf links to conf/): a checkout or an installed wheel.
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_common.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    watch_requeue_signal()  # first: a time-limit signal during start-up must not end the job
     try:
         result = train(cfg)
     except ConfigError as error:  # one line, exit 2, nothing created (the check runs first)

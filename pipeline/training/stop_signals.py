@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,9 @@ from pipeline.checkpoints.files import LAST_NAME
 from pipeline.tracking.writer import run_writer
 from pipeline.training.checkpointing import signalled_on_any_rank
 from pipeline.training.lightning_internals import stop_after_this_step
+from pipeline.training.requeue_signal import REQUEUE_REQUESTED, watch_requeue_signal
 
 log = logging.getLogger(__name__)
-
-REQUEUE_SIGNAL = signal.SIGUSR1
 
 
 def slurm_environment() -> list[SLURMEnvironment]:
@@ -63,26 +60,22 @@ class RequeueOnSignal(Callback):
 
     def __init__(self, ckpt_dir: Path) -> None:
         self.path = Path(ckpt_dir) / LAST_NAME
-        self._signalled = False
         self.stopping = False
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        self._signalled = True  # nothing else in a signal handler: the step boundary does the work
-
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(REQUEUE_SIGNAL, self._handler)
+        watch_requeue_signal()  # the entry has done so already; a trainer built elsewhere is covered too
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if signalled_on_any_rank(self._signalled, trainer, pl_module) and not self.stopping:
+        if signalled_on_any_rank(REQUEUE_REQUESTED.is_set(), trainer, pl_module) and not self.stopping:
             log.info(
                 "SIGUSR1 (time limit near): stopping after step %d, writing %s",
                 trainer.global_step,
                 self.path,
             )
             self.stopping = True
+            REQUEUE_REQUESTED.clear()  # acted on: a later training in this process starts unsignalled
             writer = run_writer(trainer)
             if writer is not None:
                 writer.continues = True  # the requeued job continues the run: no final status

@@ -37,6 +37,18 @@ class SignalAtStep(Callback):
                 os.kill(os.getpid(), self.signum)
 
 
+class SignalAtSetup(Callback):
+    """Sends ``signal_name`` to this process while the trainer sets up, before training starts: a time-limit
+    signal that finds the job still starting."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signum = signal.Signals[signal_name]
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            os.kill(os.getpid(), self.signum)
+
+
 class RaiseAtStep(Callback):
     """Raises in the training process at ``step``: a fault in the main process."""
 

@@ -1,6 +1,7 @@
 """Slurm's time-limit signal (SIGUSR1) handled at a step boundary: the job writes last.ckpt and stops, the
 run stays RUNNING (Lightning's own handler marked it FINISHED while training went on), and the job started
 again (what ``scontrol requeue`` does) continues the same run to FINISHED with every step logged once.
+A signal that comes before training starts (the job is still setting up) stops it at its first step.
 Outside Slurm, so no requeue is asked for: the test starts the second job itself."""
 
 from __future__ import annotations
@@ -34,23 +35,32 @@ def _job(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+# (the callback sending SIGUSR1, its arguments, the step the job stops after)
+SIGNALLERS = {
+    "during training": ("SignalAtStep", (f"+callbacks.usr1.step={SIGNAL_AT}",), SIGNAL_AT),
+    "before training": ("SignalAtSetup", (), 1),
+}
+
+
 @pytest.mark.slow
-def test_sigusr1_keeps_the_run_running_and_the_next_job_continues_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", list(SIGNALLERS))
+def test_sigusr1_keeps_the_run_running_and_the_next_job_continues_it(tmp_path: Path, when: str) -> None:
+    callback, arguments, stop_step = SIGNALLERS[when]
     stopped = _job(
         tmp_path,
-        "+callbacks.usr1._target_=tests.helpers.faults.SignalAtStep",
-        f"+callbacks.usr1.step={SIGNAL_AT}",
+        f"+callbacks.usr1._target_=tests.helpers.faults.{callback}",
+        *arguments,
         "+callbacks.usr1.signal_name=SIGUSR1",
     )
     log = stopped.stdout + stopped.stderr
-    assert f"SIGUSR1 (time limit near): stopping after step {SIGNAL_AT}" in log, log[-3000:]
+    assert f"SIGUSR1 (time limit near): stopping after step {stop_step}" in log, log[-3000:]
     assert (tmp_path / "checkpoints" / LAST_NAME).is_file()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = runs_of(client, "usr1")
     assert run.info.status == "RUNNING"
     # the signalled step's metrics may wait in the journal: the next job sends them first
     assert steps_of(client, run.info.run_id, keys.TRAIN_LOSS) in (
-        list(range(n)) for n in (SIGNAL_AT, SIGNAL_AT + 1)
+        list(range(n)) for n in (stop_step, stop_step + 1)
     )
 
     continued = _job(tmp_path)
