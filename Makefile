@@ -14,11 +14,12 @@ demo: install
 	VENV=$(VENV) bash scripts/demo.sh
 
 # Two pytest workers (one torch thread each); a test file, or the files that share a costly session fixture
-# or the local Slurm cluster, is one unit of work (tests/helpers/scheduling.py). TEST_WORKERS=0: one process.
+# or the local Slurm cluster, is one unit of work (tests/helpers/scheduling.py), handed out in collection
+# order: the longest first. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

@@ -57,6 +57,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedFixtureScheduling(config, log)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The units that take minutes first, longest first (tests.helpers.scheduling); otherwise as collected."""
+    from tests.helpers.scheduling import start_order
+
+    items.sort(key=lambda item: start_order(item.nodeid))  # stable: a file's tests keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_per_xdist_worker(request: pytest.FixtureRequest) -> None:
     """Under pytest-xdist (``make test``: two workers on the two cores) every worker trains with one thread;

@@ -7,6 +7,10 @@ which pytest 9.2 no longer allows (node ids are computed), so its ``xdist_group`
 This scheduler groups by path instead, in the controller, where only node ids are known. It extends xdist's
 ``LoadScopeScheduling`` through ``_split_scope``, the method xdist's own ``LoadGroupScheduling`` overrides:
 checked against pytest-xdist 3.8.0; ``tests/layout/test_scheduling.py`` fails if that hook changes.
+
+Units are handed out in collection order (``make test`` passes ``--no-loadscope-reorder``; xdist's default
+puts the units with the most tests first), and the collection starts with the units that take minutes,
+longest first: a worker that draws a long unit last would run on alone while the other idles.
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ SHARED_UNITS = {
 }
 
 
+# the units that take minutes, longest first (fresh-clone `make test` on 2 cores, 2026-12-07; the container's
+# image build makes its test a long one on a fresh machine)
+LONGEST_FIRST = (
+    "local-slurm",  # ~6 min with the cluster's start
+    "resilience-reference",  # ~6 min: the 25-trial SIGKILL campaign
+    "tests/cluster/test_container.py",  # 1 min, ~5 min when podman builds the image
+    "tests/prep/test_scale_rehearsal.py",
+    "tests/tracking/test_team_server.py",
+    "tests/tracking/test_concurrent_start.py",
+    "tests/train/test_train_demo.py",
+    "tests/compare/test_compare_paired.py",
+    "tests/gpu_check/test_gpu_check.py",
+    "tests/resilience/test_tracking_outage.py",
+)
+
+
 def unit_of(nodeid: str) -> str:
     """The unit of work a test belongs to: its shared unit, else its file."""
     path = nodeid.split("::", 1)[0]
@@ -36,3 +56,9 @@ class SharedFixtureScheduling(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         return unit_of(nodeid)
+
+
+def start_order(nodeid: str) -> int:
+    """Where a test's unit starts: the long units first, in ``LONGEST_FIRST``'s order, then the rest."""
+    unit = unit_of(nodeid)
+    return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)

@@ -12,7 +12,13 @@ from pathlib import Path
 from xdist.scheduler import LoadScopeScheduling
 
 from tests.helpers.paths import REPO
-from tests.helpers.scheduling import SHARED_UNITS, SharedFixtureScheduling, unit_of
+from tests.helpers.scheduling import (
+    LONGEST_FIRST,
+    SHARED_UNITS,
+    SharedFixtureScheduling,
+    start_order,
+    unit_of,
+)
 
 PROBE = """
 import os
@@ -38,6 +44,22 @@ def test_every_shared_unit_names_existing_files() -> None:
         "tests/cluster/test_two_nodes.py::test_y"
     )
     assert unit_of("tests/data/test_tarstream.py::test_x[1]") == "tests/data/test_tarstream.py"
+
+
+def test_the_longest_units_are_real_and_start_first() -> None:
+    assert all(unit in SHARED_UNITS.values() or (REPO / unit).is_file() for unit in LONGEST_FIRST)
+    nodeids = [
+        "tests/data/test_tarstream.py::test_x",
+        "tests/resilience/test_sigkill_campaign.py::test_y",
+        "tests/cluster/test_time_limit.py::test_z",
+        "tests/tracking/test_team_server.py::test_w",
+    ]
+    assert [n.split("/")[2] for n in sorted(nodeids, key=start_order)] == [
+        "test_time_limit.py::test_z",  # local-slurm
+        "test_sigkill_campaign.py::test_y",  # resilience-reference
+        "test_team_server.py::test_w",
+        "test_tarstream.py::test_x",
+    ]
 
 
 def test_xdist_still_has_the_scope_hook() -> None:
