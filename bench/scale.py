@@ -133,6 +133,7 @@ FIGURES = (
     ("prep parent RSS MiB", ("prep", "rss_mib")),
     ("prep parent growth MiB", ("prep", "growth_mib")),
     ("prep workers RSS MiB", ("prep", "workers_rss_mib")),
+    ("prep workers USS MiB", ("prep", "workers_uss_mib")),
     ("manifest KiB", ("prep", "manifest_bytes")),
     ("shards", ("prep", "shards")),
     ("verify s", ("verify", "seconds")),
