@@ -34,14 +34,19 @@ log = logging.getLogger(__name__)
 
 
 def build_name() -> str:
-    """``alexnet_lrn_cpu_<digest of the CPU's model and feature flags>``: one build per CPU type."""
+    """``alexnet_lrn_cpu_<digest>`` of the CPU's model and feature flags, the kernel's source and its flags:
+    one build per CPU type and source, so checkouts of different sources on one machine (branches, worktrees)
+    build side by side in torch's extension cache instead of rebuilding one folder in turn."""
     cpu = platform.machine()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu += "".join(line for line in lines if line.startswith(("model name", "flags", "Features")))[:4096]
     except OSError:
         cpu += platform.processor()
-    return f"alexnet_lrn_cpu_{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(cpu.encode())
+    digest.update(SOURCE.read_bytes())
+    digest.update(" ".join(CFLAGS).encode())
+    return f"alexnet_lrn_cpu_{digest.hexdigest()[:12]}"
 
 
 _loaded: bool | None = None  # None: not tried yet in this process

@@ -214,6 +214,19 @@ def test_the_kernel_traces_under_torch_compile() -> None:
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=0, atol=0)
 
 
+def test_the_build_is_named_by_its_source(tmp_path, monkeypatch) -> None:
+    """Checkouts of different kernel sources on one machine build into different folders; the same source
+    shares one."""
+    copy = tmp_path / lrn_kernel.SOURCE.name
+    copy.write_bytes(lrn_kernel.SOURCE.read_bytes())
+    original = lrn_kernel.build_name()
+    monkeypatch.setattr(lrn_kernel, "SOURCE", copy)
+    assert lrn_kernel.build_name() == original
+    copy.write_bytes(copy.read_bytes() + b"\n// changed\n")
+    changed = lrn_kernel.build_name()
+    assert changed != original and changed.startswith("alexnet_lrn_cpu_")
+
+
 def test_without_a_compiler_the_torch_ops_run_with_a_warning(tmp_path, monkeypatch) -> None:
     """A build that fails (here: a source that does not compile) warns once, names the fix, falls back."""
     broken = tmp_path / "lrn_cpu.cpp"
