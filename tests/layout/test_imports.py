@@ -116,3 +116,14 @@ def test_no_part_imports_a_command() -> None:
         if any(name == command or name.startswith(command + ".") for command in COMMANDS)
     ]
     assert not offenders
+
+
+def test_no_part_imports_the_benchmarks_or_the_tests() -> None:
+    """bench/ and tests/ use the parts (and the commands); nothing the product ships may lean on them."""
+    offenders = [
+        f"{_module_name(path)} imports {name}"
+        for path in SOURCES
+        for name in _imports(path)
+        if name.split(".")[0] in ("bench", "tests")
+    ]
+    assert not offenders
