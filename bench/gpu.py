@@ -24,7 +24,6 @@ wheels import from there as they are.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -67,6 +66,7 @@ from data_prep.manifest import (  # noqa: E402
     Stats,
     save_manifest,
 )
+from data_prep.shards import file_sha256  # noqa: E402
 from pipeline.data import ShardDataModule  # noqa: E402
 from pipeline.data.device_decode import JpegBatch  # noqa: E402
 from pipeline.models.alexnet import AlexNet  # noqa: E402
@@ -134,7 +134,7 @@ def make_shards(root: Path, images: int, seed: int = 0) -> Path:
     order = np.argsort(values)[::-1]
     shards = [
         ShardInfo(
-            f"train/{name}", count, (root / "train" / name).stat().st_size, _sha256(root / "train" / name)
+            f"train/{name}", count, (root / "train" / name).stat().st_size, file_sha256(root / "train" / name)
         )
         for name, count, _ in results
     ]
@@ -143,11 +143,6 @@ def make_shards(root: Path, images: int, seed: int = 0) -> Path:
     classes = [ClassInfo(i, f"n{i:08d}", f"class {i}") for i in range(CLASSES)]
     save_manifest(Manifest(root, classes, {"train": SplitInfo(images, shards)}, stats, {"resize": "paper"}))
     return root
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

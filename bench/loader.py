@@ -115,7 +115,7 @@ def time_epoch(batches: Iterable, finish: Callable[[torch.Tensor], torch.Tensor]
 
 def sha256_rate(megabytes: int = 64) -> float:
     """Bytes per CPU-second that hashlib's sha256 sustains here (what data.verify's first pass adds)."""
-    data = bytes(random.Random(0).randbytes(megabytes << 20))
+    data = random.Random(0).randbytes(megabytes << 20)
     start = time.process_time()
     hashlib.sha256(data).digest()
     return len(data) / (time.process_time() - start)
@@ -146,23 +146,24 @@ def main() -> None:
         )
         folder = datasets.ImageFolder(str(Path(tmp) / "folders"), transform=classic)
         keep = lambda: None  # noqa: E731
+        as_is = lambda x: x  # noqa: E731
         normalise = lambda x: dm.normalize(x, train=True)  # noqa: E731
         forget = checked.shard_checks.verdicts.zero_
         paths = {
-            "ImageFolder + PIL": (DataLoader(folder, batch_size=args.batch_size, shuffle=True), None, keep),
-            "shards, uint8 batches": (dm.train_dataloader(), None, keep),
+            "ImageFolder + PIL": (DataLoader(folder, batch_size=args.batch_size, shuffle=True), as_is, keep),
+            "shards, uint8 batches": (dm.train_dataloader(), as_is, keep),
             "shards + batch normalise on CPU": (dm.train_dataloader(), normalise, keep),
-            "shards, verify: first pass": (checked.train_dataloader(), None, forget),
-            "shards, verify: verified": (checked.train_dataloader(), None, keep),
+            "shards, verify: first pass": (checked.train_dataloader(), as_is, forget),
+            "shards, verify: verified": (checked.train_dataloader(), as_is, keep),
             "shards, unchecked (control)": (
                 ShardDataModule(root, verify="off", **settings).train_dataloader(),
-                None,
+                as_is,
                 keep,
             ),
         }
         for loader, finish, reset in paths.values():  # warm-up: page cache, lazy imports
             reset()
-            time_epoch(loader, finish or (lambda x: x))
+            time_epoch(loader, finish)
         best = dict.fromkeys(paths, 0.0)
         ratios: dict[str, list[float]] = {name: [] for name in paths}  # against the unchecked row, same round
         for round_ in range(args.rounds):
@@ -172,7 +173,7 @@ def main() -> None:
             for name in order:
                 loader, finish, reset = paths[name]
                 reset()  # the first-pass row: every shard unchecked again, hashed as it is read
-                seen, seconds, cpu = time_epoch(loader, finish or (lambda x: x))
+                seen, seconds, cpu = time_epoch(loader, finish)
                 rates[name] = seen / cpu  # per CPU-second: the neighbours on a shared machine do not count
                 best[name] = max(best[name], seen / seconds)
             for name, rate in rates.items():

@@ -15,7 +15,6 @@ fast the logged pyfunc classifies JPEGs on the CPU.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -26,8 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
+from data_prep.fake import jpeg_bytes
 from data_prep.photos import photo_like
 from pipeline.serving import model_code
 from pipeline.serving.bundle import ModelCard, write_bundle
@@ -38,9 +37,7 @@ NETS = {"demo (width 1/16, 10 classes)": (0.0625, 10), "paper (61 M parameters, 
 
 
 def jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(photo_like(rng, width, height)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return jpeg_bytes(photo_like(rng, width, height))
 
 
 def card_of(width: float, classes: int) -> ModelCard:

@@ -121,8 +121,9 @@ def checks(record: dict) -> dict:
         "spans_exactly_once": all(s["exactly_once"] for s in spans),
         "spans_equal_steps": all(s["equal_steps"] for s in spans),
         "resume_at_position": record["resume"]["at_position"],
-        "all_runs_counted": record["tracking"]["all_counted"]
-        and record.get("server", {"all_counted": True})["all_counted"],
+        "all_runs_counted": all(
+            record[store]["all_counted"] for store in ("tracking", "server") if store in record
+        ),
     }
 
 

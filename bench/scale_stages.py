@@ -54,14 +54,16 @@ def verify(out: str) -> dict:
 def _stage(name: str) -> Callable[..., dict]:
     """The stage's function with its imports done, so that start_rss_mib holds them and the stage's growth is
     its own. Only its own imports: MLflow's, say, would add seconds and a hundred MiB to a loader stage."""
-    if name in ("prep", "verify"):
+    if name == "prep":
         import data_prep.prep  # noqa: F401
-        import data_prep.verify  # noqa: F401
         from data_prep.images import resize_backend
 
-        if name == "prep":
-            resize_backend()  # torch: prep imports it before forking its workers
-        return {"prep": prep, "verify": verify}[name]
+        resize_backend()  # torch: prep imports it before forking its workers
+        return prep
+    if name == "verify":
+        import data_prep.verify  # noqa: F401
+
+        return verify
     if name == "tracking":
         from scale_tracking import tracking_stage
 

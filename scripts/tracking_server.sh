@@ -36,8 +36,8 @@ install_postgresql() {
   command -v apt-get >/dev/null || die "PostgreSQL is not installed and apt-get is unavailable: install it by hand"
   log "installing postgresql (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq </dev/null
-  apt-get install -y -qq --no-install-recommends postgresql </dev/null >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends postgresql </dev/null >/dev/null
 }
 
 # Runs a PostgreSQL tool as the cluster's owner: "postgres" when we are root (the server refuses root).
