@@ -16,6 +16,7 @@ from pipeline.report.pairing import pair_runs
 from pipeline.report.records import row_record, to_csv, to_json
 from pipeline.report.runs import StudyRuns, TrainingRun
 from pipeline.report.stats import (
+    MAX_SEEDS_NEEDED,
     correlation,
     paired_interval,
     seeds_needed_paired,
@@ -174,7 +175,7 @@ def test_json_and_csv_carry_the_method_both_intervals_and_the_suggestions():
     rows = build_rows(runs)
     document = json.loads(to_json(StudyRuns("alexnet", "1", "s1", runs, []), rows, interval="auto"))
     assert (document["schema_version"], document["interval"]) == (3, "auto")
-    assert document["max_seeds_needed"] == 1000
+    assert document["max_seeds_needed"] == MAX_SEEDS_NEEDED
     assert set(document["interval_methods"]) == {"paired", "welch"}
     [suggestion] = document["suggestions"]
     assert suggestion.startswith("no_overlap_pool: about 12 seeds to resolve 0.40 pp")

@@ -20,6 +20,7 @@ from data_prep.manifest import MANIFEST_NAME, load_manifest
 from pipeline.data import ShardDataModule
 from pipeline.data.shard_checks import ShardCheckFailed, ShardChecks, ShardMismatchError
 from pipeline.data.spans import SkipCounter, Span, _read_spans
+from tests.helpers.faults import flip_byte
 
 CROP, BATCH = 56, 4
 
@@ -35,10 +36,7 @@ def flipped(checked_shards, tmp_path):
     """A copy whose train shard 2 (22 samples) has one byte flipped in its middle: same size, other sha256."""
     root = tmp_path / "shards"
     shutil.copytree(checked_shards, root)
-    shard = root / "train" / "train-000002.tar"
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    shard.write_bytes(bytes(data))
+    flip_byte(root / "train" / "train-000002.tar")
     return root
 
 
@@ -90,9 +88,7 @@ def test_a_verified_shard_changed_later_is_checked_again(checked_shards, tmp_pat
     with checks.open(path) as stream:
         assert len(stream.read()) == os.path.getsize(path)
     assert checks.counts() == (1, 0)
-    data = bytearray((root / "val" / "val-000000.tar").read_bytes())
-    data[700] ^= 0x01
-    (root / "val" / "val-000000.tar").write_bytes(bytes(data))
+    flip_byte(root / "val" / "val-000000.tar", offset=700)
     os.utime(path, ns=(1, 1))  # another mtime, whatever the clock's resolution
     with pytest.raises(ShardMismatchError, match="val-000000.tar does not match"):
         checks.open(path)

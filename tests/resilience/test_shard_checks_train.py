@@ -16,6 +16,7 @@ from data_prep.manifest import load_manifest
 from pipeline.data.spans import epoch_shards
 from pipeline.tracking import keys
 from pipeline.train import train
+from tests.helpers.faults import flip_byte
 from tests.helpers.resume import assert_same_curve, cli, job_overrides, loss_curve
 from tests.helpers.training import compose_train, shard_overrides
 
@@ -54,9 +55,7 @@ def changed_shards(demo_shards, tmp_path) -> tuple[Path, Path, int]:
     listed = [(str(root / s.name), s.samples) for s in load_manifest(root).split("train").shards]
     first = next(epoch_shards(listed, seed=seed, epoch=0, shuffle=True))
     shard = Path(first.url)
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0x01  # same size: only the hash tells
-    shard.write_bytes(bytes(data))
+    flip_byte(shard)  # same size: only the hash tells
     return root, shard, first.samples
 
 
