@@ -9,8 +9,7 @@ The run's metrics at ``step`` are linked to the model by MLflow itself (the mode
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import mlflow
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
+
+from pipeline.tracking.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,6 @@ def pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             pins.append(name)
     return pins
-
-
-def with_retries(action: Callable[[], Any], *, what: str, attempts: int = 3, wait_s: float = 2.0) -> Any:
-    """``action()``, tried ``attempts`` times with a doubling wait between (a tracking server restarting, an
-    artifact store's hiccup); the last failure is raised."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except Exception as error:  # noqa: BLE001 - any failure of the store is retried, then raised
-            if attempt == attempts:
-                raise
-            log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, attempts, error)
-            time.sleep(wait_s * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
 
 
 def log_pyfunc_model(
@@ -72,16 +59,20 @@ def log_pyfunc_model(
     mlflow.set_tracking_uri(tracking_uri)  # Model.log resolves the store from MLflow's global URI
     experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
 
-    def log_once() -> ModelInfo:
-        # Created first in the run's own experiment: Model.log alone would put it in the fluent experiment.
-        model = mlflow.initialize_logged_model(
+    # Created first in the run's own experiment (Model.log alone would put it in the fluent experiment), once:
+    # a retried upload then fills the same LoggedModel instead of leaving a pending one behind per attempt.
+    model = with_retries(
+        lambda: mlflow.initialize_logged_model(
             name=MODEL_NAME,
             source_run_id=run_id,
             params={key: str(value) for key, value in params.items()},
             model_type="image-classifier",
             experiment_id=experiment_id,
-        )
-        return Model.log(
+        ),
+        f"creating the logged model of MLflow run {run_id}",
+    )
+    info = with_retries(
+        lambda: Model.log(
             artifact_path=None,
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
@@ -93,13 +84,13 @@ def log_pyfunc_model(
             input_example=input_example,
             step=step,
             pip_requirements=list(requirements or pip_requirements()),
-        )
-
-    info = with_retries(log_once, what=f"logging the model into MLflow run {run_id}")
+        ),
+        f"logging the model into MLflow run {run_id}",
+    )
     if registered_model_name is not None:  # retried on its own: a failed registration never logs it twice
         version = with_retries(
             lambda: mlflow.register_model(info.model_uri, registered_model_name),
-            what=f"registering {info.model_uri} as {registered_model_name}",
+            f"registering {info.model_uri} as {registered_model_name}",
         )
         info.registered_model_version = int(version.version)
     return info

@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 def signalled_on_any_rank(signalled: bool, trainer: Trainer, pl_module: LightningModule) -> bool:
     """Whether a signal reached any rank: the ranks must agree at a step boundary, or they would stop at
-    different steps and the next collective would hang."""
-    flag = torch.tensor(float(signalled), device=pl_module.device)
-    if trainer.world_size > 1:
-        flag = trainer.strategy.reduce(flag, reduce_op="sum")
+    different steps and the next collective would hang. One process asks no device: this runs after every
+    step, and a tensor read back from a GPU would wait for its queue to drain."""
+    if trainer.world_size == 1:
+        return signalled
+    flag = trainer.strategy.reduce(torch.tensor(float(signalled), device=pl_module.device), reduce_op="sum")
     return flag.item() > 0
 
 

@@ -43,6 +43,7 @@ NOT_IN_STREAM = frozenset(
         "val_batch_size",
         "pin_memory",
         "persistent_workers",
+        "verify",  # checking the shards changes no sample while they are intact (pipeline.data.shard_checks)
         "multiprocessing_context",
         "decode",
     }

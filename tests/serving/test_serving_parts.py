@@ -11,7 +11,8 @@ from PIL import Image
 
 from pipeline.serving.bundle import ModelCard, load_net, read_card, write_bundle
 from pipeline.serving.preprocess import to_uint8_chw, views
-from pipeline.tracking.logged_model import check_model_name, with_retries
+from pipeline.tracking.logged_model import check_model_name
+from pipeline.tracking.retry import with_retries
 from pipeline.training.model_logging import LogModel
 
 
@@ -60,23 +61,33 @@ def test_the_bundle_rebuilds_the_same_net(tmp_path) -> None:
     assert torch.equal(loaded(batch), net.eval()(batch))
 
 
-def test_retries_then_the_last_failure_is_raised() -> None:
+def test_logging_retries_a_store_restart_and_raises_anything_else_at_once() -> None:
+    """Model logging goes through the tracking wing's retry (pipeline.tracking.retry)."""
     calls = []
 
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 2:
-            raise OSError("store restarting")
+            raise OSError("connection refused: store restarting")
         return "logged"
 
-    assert with_retries(flaky, what="flaky", attempts=3, wait_s=0.0) == "logged"
+    assert with_retries(flaky, "flaky", attempts=3, first_delay_s=0.0) == "logged"
     assert len(calls) == 2
 
-    def broken() -> None:
+    def restarting_for_ever() -> None:
         calls.append(1)
-        raise OSError("store gone")
+        raise OSError("connection refused")
 
     calls.clear()
-    with pytest.raises(OSError, match="store gone"):
-        with_retries(broken, what="broken", attempts=3, wait_s=0.0)
+    with pytest.raises(OSError, match="connection refused"):
+        with_retries(restarting_for_ever, "restarting", attempts=3, first_delay_s=0.0)
     assert len(calls) == 3
+
+    def refused() -> None:
+        calls.append(1)
+        raise PermissionError("artifact store: permission denied")
+
+    calls.clear()
+    with pytest.raises(PermissionError, match="permission denied"):
+        with_retries(refused, "refused", attempts=3, first_delay_s=0.0)
+    assert len(calls) == 1  # not a transient error: no minute of waiting before the job fails

@@ -63,7 +63,8 @@ def test_another_seed_is_another_init_and_stream(baseline_tags: dict[str, str]):
 
 
 def test_stream_settings_leave_out_what_draws_nothing_and_keep_the_rest():
-    data = {"root": "/x", "seed": 1, "batch_size": 32, "pca_lighting": 0.1, "decode": "gpu", "knob": 3}
+    data = {"root": "/x", "seed": 1, "batch_size": 32, "pca_lighting": 0.1, "decode": "gpu", "verify": "off"}
+    data["knob"] = 3
     settings = data_stream_settings(data, world_size=2)
     assert settings == {"seed": 1, "batch_size": 32, "knob": 3, "world_size": 2}
 
